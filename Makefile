@@ -1,0 +1,33 @@
+# contactsync: `make run` serves, `make test` tests. Nothing to install by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint check clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install contactsync with its pinned dependencies
+
+run: $(STAMP) ## Serve on HOST:PORT (127.0.0.1:8000); embedded PostgreSQL unless DATABASE_URL is set
+	$(BIN)/flask --app app serve
+
+test: $(STAMP) ## Run the whole suite (TEST_DATABASE_URL, else an embedded PostgreSQL)
+	$(BIN)/pytest
+
+lint: $(STAMP) ## Lint app/ and tests/ with ruff
+	$(BIN)/ruff check app tests wsgi.py
+
+check: lint test ## Lint, then test
+
+clean: ## Remove the virtualenv, the embedded database and caches
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis *.egg-info

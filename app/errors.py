@@ -1,0 +1,141 @@
+"""The one error envelope: every 4xx/5xx answer is built here.
+
+`{"success": false, "error": {"code": ..., "message": ..., "details": ...}}`
+Each class only sets a status and a stable snake_case code; messages are for
+people and may change, codes may not.
+"""
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An answer that is not a success, with a stable code."""
+
+    status = 500
+    code = "internal_error"
+    message = "Something went wrong on our side. The error was logged."
+
+    def __init__(self, message: str | None = None, details: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.headers = headers or {}
+
+
+class InvalidJson(ApiError):
+    status, code = 400, "invalid_json"
+    message = "The request body is not valid UTF-8 JSON."
+
+
+class InvalidRequest(ApiError):
+    status, code = 400, "invalid_request"
+    message = "The request is not of the documented shape."
+
+
+class BatchSize(ApiError):
+    status, code = 400, "batch_size"
+
+
+class ValidationFailed(ApiError):
+    status, code = 400, "validation_failed"
+    message = "Some contacts are invalid or conflict; nothing was written."
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+    message = "A valid bearer token is required."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="contactsync"'})
+
+
+class InsufficientScope(ApiError):
+    status, code = 403, "insufficient_scope"
+
+
+class TenantMismatch(ApiError):
+    status, code = 403, "tenant_mismatch"
+    message = "X-Tenant-Id does not name the tenant this token belongs to."
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+    message = "There is nothing at this address."
+
+
+class MethodNotAllowed(ApiError):
+    status, code = 405, "method_not_allowed"
+    message = "This address does not take that method."
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+    message = "The request body is larger than this server accepts."
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+    message = "Send the body as application/json."
+
+
+class DatabaseUnavailable(ApiError):
+    status, code = 503, "database_unavailable"
+    message = "The database is unavailable; retry shortly."
+
+    def __init__(self, message: str | None = None, retry_after: int = 2) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+# Werkzeug raises these itself (routing, body limits); answer them in our envelope.
+HTTP_ERRORS: dict[int, type[ApiError]] = {
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def error_response(error: ApiError):
+    """Render an ApiError as the JSON envelope with its status and headers."""
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.details is not None:
+        body["details"] = error.details
+    response = jsonify({"success": False, "error": body})
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def handle_http_exception(exc: HTTPException):
+    """Map a Werkzeug error to our envelope; unknown 4xx keep their status."""
+    error_class = HTTP_ERRORS.get(exc.code or 500)
+    if error_class is not None:
+        error = error_class()
+    elif exc.code is not None and 400 <= exc.code < 500:
+        error = InvalidRequest(exc.description)
+        error.status = exc.code
+    else:
+        return handle_unexpected(exc)
+    if exc.code == 405 and exc.response is None:
+        error.headers["Allow"] = ", ".join(getattr(exc, "valid_methods", None) or [])
+    return error_response(error)
+
+
+def handle_unexpected(exc: Exception):
+    """A bug: log it with its traceback, show nothing of it."""
+    log.exception("unhandled error: %s", type(exc).__name__)
+    return error_response(ApiError())
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the handlers so that no error leaves the app outside the envelope."""
+    app.register_error_handler(ApiError, error_response)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,258 @@
+"""marshmallow schemas: the wire contract of the bulk endpoints.
+
+A row loads into a dict with canonical snake_case keys holding only the
+fields the client sent: an absent key means "leave unchanged", a None value
+means "clear". Aliases (userId, language, customFields) fold into their
+canonical field here, so nothing past this module knows about them.
+"""
+
+import math
+import re
+from functools import lru_cache
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+# PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded as
+# UTF-8: both would fail deep in the driver, so they are refused up front.
+FORBIDDEN_CHARS = re.compile("[\x00\ud800-\udfff]")
+PHONE_CHARS = re.compile(r"[0-9 +\-().]+")
+LOCALE_TAG = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
+ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+MAX_EMAIL_LENGTH = 254
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_TEXT = 2048
+MAX_REPORTED_ATTRIBUTE_ERRORS = 10
+
+# (wire name, alias wire name, alias's loaded key, canonical loaded key)
+ALIASES = (
+    ("externalId", "userId", "user_id", "external_id"),
+    ("locale", "language", "language", "locale"),
+    ("attributes", "customFields", "custom_fields", "attributes"),
+)
+IDENTITY_NAMES = ("externalId", "userId", "email")
+
+
+def check_text(value: str) -> None:
+    """Refuse characters that PostgreSQL or UTF-8 cannot store."""
+    if FORBIDDEN_CHARS.search(value):
+        raise ValidationError("Must not contain NUL characters or unpaired surrogates.")
+
+
+class Text(fields.String):
+    """A JSON string (never a number or bool) that PostgreSQL can store."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        check_text(value)
+        return value
+
+
+class Identifier(Text):
+    """An externalId: trimmed, then 1-255 characters."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not 1 <= len(text) <= 255:
+            raise ValidationError("Must be 1 to 255 characters after trimming white space.")
+        return text
+
+
+@lru_cache(maxsize=100_000)
+def normalise_email(address: str) -> tuple[str | None, str | None]:
+    """Return (normalised address, None) or (None, error message).
+
+    A pure function of its input, so it is cached: a sync job sends the same
+    addresses again and again, and email-validator is the costliest step of
+    validation. Errors are returned, not raised, so that they are cached too.
+    """
+    try:
+        checked = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return None, str(exc)
+    normalised = checked.normalized.lower()
+    if len(normalised) > MAX_EMAIL_LENGTH:
+        return None, f"An email address can have at most {MAX_EMAIL_LENGTH} characters."
+    return normalised, None
+
+
+class EmailAddress(Text):
+    """An email: trimmed of Unicode white space, validated, normalised, lower-cased."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if len(text) > 4 * MAX_EMAIL_LENGTH:  # no validator time spent on megabyte strings
+            raise ValidationError(f"An email address can have at most {MAX_EMAIL_LENGTH} characters.")
+        normalised, error = normalise_email(text)
+        if error is not None:
+            raise ValidationError(error)
+        return normalised
+
+
+class Phone(Text):
+    """A phone number as people write it: digits, spaces and + - ( ) ."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if len(text) > 32:
+            raise ValidationError("A phone number can have at most 32 characters.")
+        if not PHONE_CHARS.fullmatch(text) or sum(ch.isdigit() for ch in text) < 3:
+            raise ValidationError(
+                "Use digits, spaces and + - ( ) . only, with at least 3 digits.")
+        return text
+
+
+class Locale(Text):
+    """A BCP 47 language tag (en, es, pt-BR), stored in its conventional case."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip().replace("_", "-")
+        if len(text) > 35 or not LOCALE_TAG.fullmatch(text):
+            raise ValidationError("Must be a BCP 47 language tag such as en, es or pt-BR.")
+        return canonical_locale(text)
+
+
+def canonical_locale(tag: str) -> str:
+    """pt-br -> pt-BR, zh-hant-tw -> zh-Hant-TW: the case BCP 47 recommends."""
+    first, *rest = tag.split("-")
+    subtags = [first.lower()]
+    for subtag in rest:
+        if len(subtag) == 2 and subtag.isalpha():
+            subtags.append(subtag.upper())  # region
+        elif len(subtag) == 4 and subtag.isalpha():
+            subtags.append(subtag.title())  # script
+        else:
+            subtags.append(subtag.lower())
+    return "-".join(subtags)
+
+
+class StrictBoolean(fields.Field):
+    """true or false only: "yes", 1 and "false" are refused, not guessed at."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class Attributes(fields.Field):
+    """Custom attributes: an object of at most 100 flat key/value pairs."""
+
+    default_error_messages = {"invalid": "Must be an object of key/value pairs."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any,
+                     **kwargs: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.make_error("invalid")
+        if len(value) > MAX_ATTRIBUTES:
+            raise ValidationError(f"At most {MAX_ATTRIBUTES} attributes per contact.")
+        problems = [p for key, item in value.items() if (p := attribute_problem(key, item))]
+        if problems:
+            hidden = len(problems) - MAX_REPORTED_ATTRIBUTE_ERRORS
+            shown = problems[:MAX_REPORTED_ATTRIBUTE_ERRORS]
+            raise ValidationError(shown + ([f"... and {hidden} more."] if hidden > 0 else []))
+        return value
+
+
+def attribute_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one attribute, or None when it is fine."""
+    if not ATTRIBUTE_KEY.fullmatch(key):
+        return f"Key {key[:70]!r} must be 1-64 characters of A-Z a-z 0-9 _ . -"
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"Value of {key!r} must be a finite number."
+    if isinstance(value, str):
+        if len(value) > MAX_ATTRIBUTE_TEXT:
+            return f"Value of {key!r} can have at most {MAX_ATTRIBUTE_TEXT} characters."
+        if FORBIDDEN_CHARS.search(value):
+            return f"Value of {key!r} must not contain NUL characters or unpaired surrogates."
+        return None
+    return f"Value of {key!r} must be a string, number, boolean or null."
+
+
+def optional_text(max_length: int, data_key: str) -> Text:
+    """A clearable free-text field (null clears it)."""
+    return Text(data_key=data_key, allow_none=True, validate=validate.Length(max=max_length))
+
+
+class ContactRowSchema(Schema):
+    """One contact of a bulk request (DESIGN 4.2)."""
+
+    class Meta:
+        unknown = RAISE
+
+    external_id = Identifier(data_key="externalId")
+    user_id = Identifier(data_key="userId")  # AutoSend's name for externalId
+    email = EmailAddress()
+    first_name = optional_text(255, "firstName")
+    last_name = optional_text(255, "lastName")
+    phone = Phone(allow_none=True)
+    locale = Locale(allow_none=True)
+    language = Locale(allow_none=True)  # Inrō's name for locale
+    opt_in = StrictBoolean(data_key="optIn", allow_none=True)
+    attributes = Attributes()
+    custom_fields = Attributes(data_key="customFields")  # AutoSend's name for attributes
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def check_identity(self, data: dict, original: Any, **kwargs: Any) -> None:
+        """A row names who it is, and never sends a field under two names."""
+        if not isinstance(original, dict):
+            return
+        errors: dict[str, list[str]] = {}
+        for name, alias, _, _ in ALIASES:
+            if name in original and alias in original:
+                errors.setdefault(alias, []).append(f"Send {name} or {alias}, not both.")
+        if not any(name in original for name in IDENTITY_NAMES):
+            errors["_schema"] = ["A contact needs an externalId (or userId), an email, or both."]
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def fold_aliases(self, data: dict, **kwargs: Any) -> dict:
+        """Store alias values under their canonical key."""
+        for _, _, alias_key, key in ALIASES:
+            if alias_key in data:
+                data[key] = data.pop(alias_key)
+        return data
+
+
+class ContactList(fields.Field):
+    """The `contacts` array; rows are validated one by one afterwards, so that
+    each row's errors can be reported under its own index."""
+
+    default_error_messages = {"invalid": "Must be an array of contact objects."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        return value
+
+
+class BulkRequestSchema(Schema):
+    """The envelope of a bulk request: the rows plus options."""
+
+    class Meta:
+        unknown = RAISE
+
+    contacts = ContactList(required=True)
+    run_workflow = StrictBoolean(data_key="runWorkflow", load_default=False)
+    atomic = StrictBoolean(load_default=False)
+    return_results = StrictBoolean(data_key="returnResults", load_default=False)
+
+
+contact_row_schema = ContactRowSchema()
+bulk_request_schema = BulkRequestSchema()

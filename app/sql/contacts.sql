@@ -1,0 +1,57 @@
+-- Statements of the bulk upsert engine (app/upsert.py). Parallel arrays are
+-- unnested into rows so a batch of any size costs a fixed number of
+-- statements.
+
+-- name: lock-contacts-by-keys
+-- Load and lock every stored contact that the batch's externalIds or emails
+-- can reach. ORDER BY id sits below the row locks, so locks are taken in id
+-- order and two batches over the same contacts queue instead of deadlocking.
+SELECT id, external_id, email, first_name, last_name, phone, locale, opt_in, attributes
+FROM contacts
+WHERE tenant_id = %(tenant_id)s
+  AND (external_id = ANY(%(external_ids)b::text[]) OR email = ANY(%(emails)b::text[]))
+ORDER BY id
+FOR UPDATE;
+
+-- name: release-contact-emails
+-- Clear the emails of contacts whose email moves, before update-contacts
+-- writes the new ones: a unique index is checked row by row, so a batch that
+-- passes an email from one contact to another would otherwise collide with
+-- itself. The row keeps its external_id, so contacts_identity_check holds.
+UPDATE contacts
+SET email = NULL
+WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)b::bigint[]);
+
+-- name: update-contacts
+-- Write the final state of every changed, existing contact in one statement.
+UPDATE contacts AS c
+SET external_id = r.external_id,
+    email       = r.email,
+    first_name  = r.first_name,
+    last_name   = r.last_name,
+    phone       = r.phone,
+    locale      = r.locale,
+    opt_in      = r.opt_in,
+    attributes  = r.attributes,
+    updated_at  = now()
+FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[], %(emails)b::text[],
+            %(first_names)b::text[], %(last_names)b::text[], %(phones)b::text[],
+            %(locales)b::text[], %(opt_ins)b::boolean[], %(attributes)b::jsonb[])
+     AS r (id, external_id, email, first_name, last_name, phone, locale, opt_in, attributes)
+WHERE c.tenant_id = %(tenant_id)s AND c.id = r.id;
+
+-- name: insert-contacts
+-- Create every new contact of the batch in one statement, in the order of the
+-- arrays (the engine sorts them by key, so concurrent batches insert the same
+-- keys in the same order). RETURNING gives the ids back by key.
+INSERT INTO contacts (tenant_id, external_id, email, first_name, last_name,
+                      phone, locale, opt_in, attributes)
+SELECT %(tenant_id)s, r.external_id, r.email, r.first_name, r.last_name,
+       r.phone, r.locale, r.opt_in, r.attributes
+FROM unnest(%(external_ids)b::text[], %(emails)b::text[], %(first_names)b::text[],
+            %(last_names)b::text[], %(phones)b::text[], %(locales)b::text[],
+            %(opt_ins)b::boolean[], %(attributes)b::jsonb[])
+     WITH ORDINALITY AS r (external_id, email, first_name, last_name, phone,
+                           locale, opt_in, attributes, ord)
+ORDER BY r.ord
+RETURNING id, external_id, email;

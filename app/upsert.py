@@ -1,0 +1,224 @@
+"""The bulk upsert engine: validated rows in, one outcome per row out.
+
+DESIGN 4.3 defines a batch as if its rows were applied one after another.
+The engine keeps exactly that definition and still costs a fixed number of
+statements per batch:
+
+1. one SELECT ... FOR UPDATE loads and locks (in id order) every stored
+   contact that the batch's externalIds and emails can reach;
+2. the rows are applied in request order to that snapshot, in memory, so a
+   later row sees what an earlier one did;
+3. the net result is written with at most one UPDATE (two when emails move
+   between contacts) and one INSERT, each fed from parallel arrays.
+
+A concurrent batch that inserts one of the same identities after step 1 makes
+step 3 hit a unique index; the caller retries the whole transaction.
+
+Plain values in, plain values out: no Flask here, and no commit; the caller
+owns the connection and the transaction.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from app.sql import queries
+
+CREATED, UPDATED, UNCHANGED, FAILED = "created", "updated", "unchanged", "failed"
+
+# Fields a row may clear with null; identities and attributes cannot be cleared.
+CLEARABLE_FIELDS = ("first_name", "last_name", "phone", "locale", "opt_in")
+
+
+@dataclass(eq=False)
+class Contact:
+    """A stored contact as this batch sees it; `id` is None until inserted."""
+
+    id: int | None
+    external_id: str | None = None
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    opt_in: bool | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    is_new: bool = False
+    stored_email: str | None = None  # the email before this batch
+    changed_fields: set[str] = field(default_factory=set)  # over the whole batch
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The contacts that hold a row's externalId and its email (None: nobody)."""
+
+    external_id_contact: Contact | None
+    email_contact: Contact | None
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """What happened to one row of the request."""
+
+    index: int
+    status: str
+    contact: Contact | None = None
+    conflict: Conflict | None = None
+
+
+@dataclass
+class BatchResult:
+    """Outcomes in request order, and whether the batch was written."""
+
+    outcomes: list[RowOutcome]
+    written: bool
+
+    @property
+    def failed(self) -> list[RowOutcome]:
+        return [o for o in self.outcomes if o.status == FAILED]
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality that does not confuse true with 1, or 1 with 1.0 (JSON differs)."""
+    return type(a) is type(b) and a == b
+
+
+def merge_attributes(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """Merge key by key; a key sent as null is removed."""
+    merged = dict(stored)
+    for key, value in sent.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def attributes_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+
+
+class Batch:
+    """The locked snapshot of one batch and the rows applied to it so far."""
+
+    def __init__(self, stored: list[Contact]) -> None:
+        self.contacts: list[Contact] = list(stored)
+        self.by_external_id = {c.external_id: c for c in stored if c.external_id is not None}
+        self.by_email = {c.email: c for c in stored if c.email is not None}
+
+    def apply_row(self, index: int, row: dict[str, Any]) -> RowOutcome:
+        """Match one row (DESIGN 4.3) and apply it, or report its conflict."""
+        external_id, email = row.get("external_id"), row.get("email")
+        contact = self.by_external_id.get(external_id) if external_id is not None else None
+        if contact is not None:
+            holder = self.by_email.get(email) if email is not None else None
+            if holder is not None and holder is not contact:
+                return RowOutcome(index, FAILED, conflict=Conflict(contact, holder))
+        elif email is not None and email in self.by_email:
+            contact = self.by_email[email]
+            if external_id is not None and contact.external_id is not None:
+                return RowOutcome(index, FAILED, conflict=Conflict(None, contact))
+        else:
+            contact = Contact(id=None, is_new=True)
+            self.contacts.append(contact)
+            self.apply_fields(contact, row)
+            return RowOutcome(index, CREATED, contact)
+        changed = self.apply_fields(contact, row)
+        return RowOutcome(index, UPDATED if changed else UNCHANGED, contact)
+
+    def apply_fields(self, contact: Contact, row: dict[str, Any]) -> set[str]:
+        """Write the row's fields onto the contact; return the names that changed."""
+        changed: set[str] = set()
+        for name in ("external_id", "email", *CLEARABLE_FIELDS):
+            if name in row and not same_value(getattr(contact, name), row[name]):
+                changed.add(name)
+        if "attributes" in row:
+            merged = merge_attributes(contact.attributes, row["attributes"])
+            if not attributes_equal(merged, contact.attributes):
+                changed.add("attributes")
+                contact.attributes = merged
+        if "email" in changed and contact.email is not None:
+            del self.by_email[contact.email]
+        for name in changed - {"attributes"}:
+            setattr(contact, name, row[name])
+        if "email" in changed:
+            self.by_email[contact.email] = contact
+        if "external_id" in changed:
+            self.by_external_id[contact.external_id] = contact
+        contact.changed_fields |= changed
+        return changed
+
+    def write(self, conn: psycopg.Connection, tenant_id: int) -> None:
+        """Write the net result: changed existing contacts, then new ones."""
+        changed = [c for c in self.contacts if not c.is_new and c.changed_fields]
+        if changed:
+            self.release_moving_emails(conn, tenant_id, changed)
+            conn.execute(queries["update-contacts"],
+                         {"tenant_id": tenant_id, "ids": [c.id for c in changed],
+                          **contact_arrays(changed)})
+        new = sorted((c for c in self.contacts if c.is_new),
+                     key=lambda c: (c.external_id or "", c.email or ""))
+        if new:
+            self.insert(conn, tenant_id, new)
+
+    def release_moving_emails(self, conn: psycopg.Connection, tenant_id: int,
+                              changed: list[Contact]) -> None:
+        """Free the old emails first when one contact takes over another's email."""
+        stored_emails = {c.stored_email for c in self.contacts if c.stored_email is not None}
+        moving = [c for c in changed if "email" in c.changed_fields]
+        if any(c.email in stored_emails for c in moving):
+            conn.execute(queries["release-contact-emails"],
+                         {"tenant_id": tenant_id, "ids": [c.id for c in moving]})
+
+    @staticmethod
+    def insert(conn: psycopg.Connection, tenant_id: int, new: list[Contact]) -> None:
+        """Insert new contacts and give each its id, found again by its key."""
+        rows = conn.execute(queries["insert-contacts"],
+                            {"tenant_id": tenant_id, **contact_arrays(new)}).fetchall()
+        by_external_id = {r["external_id"]: r["id"] for r in rows if r["external_id"] is not None}
+        by_email = {r["email"]: r["id"] for r in rows if r["external_id"] is None}
+        for contact in new:
+            if contact.external_id is not None:
+                contact.id = by_external_id[contact.external_id]
+            else:
+                contact.id = by_email[contact.email]
+
+
+def contact_arrays(contacts: list[Contact]) -> dict[str, list[Any]]:
+    """Parallel arrays of the stored fields, as the write statements take them."""
+    return {
+        "external_ids": [c.external_id for c in contacts],
+        "emails": [c.email for c in contacts],
+        "first_names": [c.first_name for c in contacts],
+        "last_names": [c.last_name for c in contacts],
+        "phones": [c.phone for c in contacts],
+        "locales": [c.locale for c in contacts],
+        "opt_ins": [c.opt_in for c in contacts],
+        "attributes": [Jsonb(c.attributes) for c in contacts],
+    }
+
+
+def lock_contacts(conn: psycopg.Connection, tenant_id: int,
+                  rows: list[tuple[int, dict[str, Any]]]) -> list[Contact]:
+    """Load and lock, in id order, every stored contact the rows can reach."""
+    external_ids = sorted({r["external_id"] for _, r in rows if r.get("external_id") is not None})
+    emails = sorted({r["email"] for _, r in rows if r.get("email") is not None})
+    records = conn.execute(queries["lock-contacts-by-keys"],
+                           {"tenant_id": tenant_id, "external_ids": external_ids,
+                            "emails": emails}).fetchall()
+    return [Contact(**record, stored_email=record["email"]) for record in records]
+
+
+def upsert_contacts(conn: psycopg.Connection, tenant_id: int,
+                    rows: list[tuple[int, dict[str, Any]]], *,
+                    all_or_nothing: bool = False) -> BatchResult:
+    """Upsert validated `(index, row)` pairs of one tenant, inside the caller's
+    transaction. With `all_or_nothing`, a batch with any failed row writes nothing."""
+    batch = Batch(lock_contacts(conn, tenant_id, rows))
+    outcomes = [batch.apply_row(index, row) for index, row in rows]
+    if all_or_nothing and any(o.status == FAILED for o in outcomes):
+        return BatchResult(outcomes, written=False)
+    batch.write(conn, tenant_id)
+    return BatchResult(outcomes, written=True)

@@ -1,0 +1,96 @@
+"""Fixtures: a real PostgreSQL (TEST_DATABASE_URL, else an embedded server),
+a clean database per test, and builders for tenants, tokens and requests."""
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg.rows import dict_row
+
+from app import create_app
+from app.auth import create_token
+from app.db import apply_schema
+from app.sql import queries
+from tests.support import auth_headers
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The database every test talks to; the schema is applied once."""
+    from app.db import start_embedded_server
+
+    url = os.environ.get("TEST_DATABASE_URL") or start_embedded_server(
+        tmp_path_factory.mktemp("embedded-pg"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_schema(conn)
+    return url
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
+    """Build an app with config overrides; its pool is closed after the test."""
+    apps: list[Flask] = []
+
+    def build(**overrides: Any) -> Flask:
+        app = create_app({"TESTING": True, "DATABASE_URL": database_url, **overrides})
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["contactsync.pool"].close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(DB_POOL_MAX=8)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection]:
+    """A direct connection for arranging and asserting, outside the app."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture(autouse=True)
+def clean_database(db: psycopg.Connection) -> None:
+    """Every test starts from empty tables."""
+    db.execute("TRUNCATE contacts, api_tokens, tenants RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def make_tenant(db: psycopg.Connection) -> Callable[..., dict]:
+    def build(slug: str = "acme") -> dict:
+        return db.execute(queries["insert-tenant"], {"slug": slug, "name": slug}).fetchone()
+
+    return build
+
+
+@pytest.fixture
+def make_token(db: psycopg.Connection) -> Callable[..., str]:
+    def build(tenant: dict, scopes: tuple[str, ...] = ("contacts:read", "contacts:write")) -> str:
+        token, _ = create_token(db, tenant["id"], list(scopes))
+        return token.secret
+
+    return build
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[..., dict]) -> dict:
+    return make_tenant("acme")
+
+
+@pytest.fixture
+def headers(tenant: dict, make_token: Callable[..., str]) -> dict[str, str]:
+    """Authorization for tenant `acme` with read and write scopes."""
+    return auth_headers(make_token(tenant))

@@ -1,0 +1,345 @@
+"""HTTP contract of the bulk doors (DESIGN 4.1-4.4), on a real PostgreSQL."""
+
+import json
+
+import pytest
+
+from tests.support import BULK_URL, post_bulk, stored_contacts
+
+AUTOSEND_URL = "/v1/contacts/bulk-update"
+MAILINGCORE_URL = "/contacts/bulk"
+
+
+def data_of(response) -> dict:
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["success"] is True
+    return body["data"]
+
+
+def error_code(response) -> str:
+    body = response.get_json()
+    assert body["success"] is False
+    return body["error"]["code"]
+
+
+# --- the seed documents' own examples ---------------------------------------
+
+def test_autosend_example_request_works_unchanged(client, headers, db, tenant):
+    body = {
+        "contacts": [{
+            "email": "john.doe@example.com", "firstName": "John", "lastName": "Doe",
+            "userId": "user_12345",
+            "customFields": {"company": "Acme Corp", "role": "Developer", "plan": "premium"},
+        }],
+        "runWorkflow": False,
+    }
+    response = client.post(AUTOSEND_URL, json=body, headers=headers)
+    data = data_of(response)
+    assert {k: data[k] for k in ("successCount", "failedCount", "totalCount")} == \
+        {"successCount": 1, "failedCount": 0, "totalCount": 1}
+    [contact] = stored_contacts(db, tenant["id"])
+    assert contact["external_id"] == "user_12345"
+    assert contact["email"] == "john.doe@example.com"
+    assert contact["attributes"] == {"company": "Acme Corp", "role": "Developer", "plan": "premium"}
+
+
+def test_mailingcore_example_request_works_unchanged(client, headers, db, tenant):
+    body = {"contacts": [
+        {"email": "alice@example.com", "externalId": "crm-1", "locale": "en", "optIn": True,
+         "attributes": {"firstName": "Alice"}},
+        {"email": "bob@example.com", "externalId": "crm-2", "locale": "es", "optIn": True},
+    ]}
+    response = client.post(MAILINGCORE_URL, json=body,
+                           headers={**headers, "X-Tenant-Id": tenant["slug"]})
+    data = data_of(response)
+    assert (data["createdCount"], data["updatedCount"], data["failedCount"]) == (2, 0, 0)
+    stored = stored_contacts(db, tenant["id"])
+    assert [(c["external_id"], c["locale"], c["opt_in"]) for c in stored] == \
+        [("crm-1", "en", True), ("crm-2", "es", True)]
+
+
+# --- matching rules (DESIGN 4.3) ----------------------------------------------
+
+def test_rule_1_external_id_match_changes_email_and_keeps_the_contact(client, headers, db, tenant):
+    data_of(post_bulk(client, headers, [{"externalId": "crm-1", "email": "old@example.com"}]))
+    data = data_of(post_bulk(client, headers, [{"externalId": "crm-1", "email": "New@Example.com"}],
+                             returnResults=True))
+    assert data["updatedCount"] == 1
+    [contact] = stored_contacts(db, tenant["id"])
+    assert contact["email"] == "new@example.com"
+    assert data["results"] == [{"index": 0, "id": contact["id"], "status": "updated"}]
+
+
+def test_rule_1_email_held_by_another_contact_is_an_identity_conflict(client, headers, db, tenant):
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "crm-1", "email": "a@example.com"},
+        {"externalId": "crm-2", "email": "b@example.com"},
+    ], returnResults=True))
+    first, second = (r["id"] for r in data["results"])
+    data = data_of(post_bulk(client, headers, [{"externalId": "crm-1", "email": "B@example.com"}]))
+    assert data["failedCount"] == 1
+    [failure] = data["failures"]
+    assert failure["code"] == "identity_conflict"
+    assert failure["index"] == 0
+    assert failure["externalId"] == "crm-1"
+    assert failure["email"] == "B@example.com"  # as sent
+    assert failure["conflict"] == {"externalIdContactId": first, "emailContactId": second}
+    assert [c["email"] for c in stored_contacts(db, tenant["id"])] == ["a@example.com", "b@example.com"]
+
+
+def test_rule_2_email_match_attaches_external_id(client, headers, db, tenant):
+    data_of(post_bulk(client, headers, [{"email": "a@example.com"}]))
+    data = data_of(post_bulk(client, headers, [{"email": "A@EXAMPLE.COM", "externalId": "crm-9"}]))
+    assert data["updatedCount"] == 1
+    [contact] = stored_contacts(db, tenant["id"])
+    assert contact["external_id"] == "crm-9"
+
+
+def test_rule_2_email_match_with_another_external_id_is_a_conflict(client, headers, db, tenant):
+    data = data_of(post_bulk(client, headers, [{"email": "a@example.com", "externalId": "crm-1"}],
+                             returnResults=True))
+    held_by = data["results"][0]["id"]
+    data = data_of(post_bulk(client, headers, [{"email": "a@example.com", "externalId": "crm-2"}]))
+    [failure] = data["failures"]
+    assert failure["code"] == "identity_conflict"
+    assert failure["conflict"] == {"externalIdContactId": None, "emailContactId": held_by}
+    assert len(stored_contacts(db, tenant["id"])) == 1
+
+
+def test_rule_3_unknown_identities_create_a_contact(client, headers, db, tenant):
+    data = data_of(post_bulk(client, headers, [{"externalId": "crm-1"}, {"email": "x@example.com"}]))
+    assert data["createdCount"] == 2
+    assert len(stored_contacts(db, tenant["id"])) == 2
+
+
+def test_later_rows_see_earlier_rows_of_the_same_request(client, headers, db, tenant):
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "crm-1", "email": "a@example.com", "firstName": "A"},
+        {"email": "a@example.com", "lastName": "Liddell"},
+        {"externalId": "crm-1", "firstName": "A"},
+    ], returnResults=True))
+    assert [r["status"] for r in data["results"]] == ["created", "updated", "unchanged"]
+    assert len({r["id"] for r in data["results"]}) == 1
+    [contact] = stored_contacts(db, tenant["id"])
+    assert (contact["first_name"], contact["last_name"]) == ("A", "Liddell")
+
+
+def test_an_email_can_pass_from_one_contact_to_another_in_one_batch(client, headers, db, tenant):
+    data_of(post_bulk(client, headers, [
+        {"externalId": "a", "email": "one@example.com"},
+        {"externalId": "b", "email": "two@example.com"},
+    ]))
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "a", "email": "three@example.com"},
+        {"externalId": "b", "email": "one@example.com"},
+        {"externalId": "c", "email": "two@example.com"},
+    ]))
+    assert (data["updatedCount"], data["createdCount"], data["failedCount"]) == (2, 1, 0)
+    stored = {c["external_id"]: c["email"] for c in stored_contacts(db, tenant["id"])}
+    assert stored == {"a": "three@example.com", "b": "one@example.com", "c": "two@example.com"}
+
+
+# --- field semantics -----------------------------------------------------------
+
+def test_absent_fields_stay_null_clears_and_attributes_merge(client, headers, db, tenant):
+    data_of(post_bulk(client, headers, [{
+        "externalId": "crm-1", "firstName": "Alice", "lastName": "Liddell", "phone": "+1 555 0100",
+        "locale": "en", "optIn": True, "attributes": {"plan": "pro", "seats": 5, "trial": True}}]))
+    data = data_of(post_bulk(client, headers, [{
+        "externalId": "crm-1", "lastName": None, "optIn": False,
+        "attributes": {"seats": 6, "trial": None, "region": "eu"}}]))
+    assert data["updatedCount"] == 1
+    [c] = stored_contacts(db, tenant["id"])
+    assert (c["first_name"], c["last_name"], c["phone"], c["locale"], c["opt_in"]) == \
+        ("Alice", None, "+1 555 0100", "en", False)
+    assert c["attributes"] == {"plan": "pro", "seats": 6, "region": "eu"}
+
+
+def test_unchanged_rows_write_nothing(client, headers, db, tenant):
+    row = {"externalId": "crm-1", "email": "a@example.com", "optIn": False,
+           "attributes": {"seats": 1, "flag": True}}
+    data_of(post_bulk(client, headers, [row]))
+    [before] = stored_contacts(db, tenant["id"])
+    variant = {**row, "email": "  A@Example.COM\u00a0", "attributes": {"seats": 1}}
+    data = data_of(post_bulk(client, headers, [variant]))
+    assert data["unchangedCount"] == 1 and data["updatedCount"] == 0
+    [after] = stored_contacts(db, tenant["id"])
+    assert after["updated_at"] == before["updated_at"]
+
+
+@pytest.mark.parametrize("stored, sent", [
+    (True, 1),        # true and 1 are equal in Python, not in JSON
+    (1, 1.5),
+    ("1", 1),
+])
+def test_attribute_type_changes_are_updates(client, headers, db, tenant, stored, sent):
+    data_of(post_bulk(client, headers, [{"externalId": "x", "attributes": {"k": stored}}]))
+    data = data_of(post_bulk(client, headers, [{"externalId": "x", "attributes": {"k": sent}}]))
+    assert data["updatedCount"] == 1
+    assert stored_contacts(db, tenant["id"])[0]["attributes"] == {"k": sent}
+
+
+def test_invalid_rows_are_reported_and_valid_rows_written(client, headers, db, tenant):
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "ok-1"},
+        {"email": "bad@", "optIn": "yes", "surname": "x"},
+        "not an object",
+        {"externalId": "ok-2"},
+    ], returnResults=True))
+    assert (data["totalCount"], data["successCount"], data["failedCount"]) == (4, 2, 2)
+    assert [f["index"] for f in data["failures"]] == [1, 2]
+    bad = data["failures"][0]
+    assert bad["code"] == "invalid_contact"
+    assert set(bad["errors"]) == {"email", "optIn", "surname"}  # all errors, not the first
+    assert bad["email"] == "bad@"
+    assert [r["status"] for r in data["results"]] == ["created", "failed", "failed", "created"]
+    assert [c["external_id"] for c in stored_contacts(db, tenant["id"])] == ["ok-1", "ok-2"]
+
+
+def test_counts_add_up(client, headers):
+    data_of(post_bulk(client, headers, [{"externalId": "a"}, {"externalId": "b"}]))
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "a"}, {"externalId": "b", "firstName": "B"}, {"externalId": "c"},
+        {"email": "nope"}]))
+    assert (data["createdCount"], data["updatedCount"], data["unchangedCount"],
+            data["failedCount"]) == (1, 1, 1, 1)
+    assert data["successCount"] == data["createdCount"] + data["updatedCount"] + data["unchangedCount"]
+    assert "results" not in data
+
+
+# --- all-or-nothing ---------------------------------------------------------------
+
+@pytest.mark.parametrize("url, options", [(BULK_URL, {"atomic": True}), (MAILINGCORE_URL, {})])
+def test_atomic_batch_with_an_invalid_row_writes_nothing(client, headers, db, tenant, url, options):
+    response = post_bulk(client, headers, [{"externalId": "ok"}, {"email": "bad@"}], url=url,
+                         **options)
+    assert response.status_code == 400
+    assert error_code(response) == "validation_failed"
+    failures = response.get_json()["error"]["details"]["failures"]
+    assert [(f["index"], f["code"]) for f in failures] == [(1, "invalid_contact")]
+    assert stored_contacts(db, tenant["id"]) == []
+
+
+@pytest.mark.parametrize("url, options", [(BULK_URL, {"atomic": True}), (MAILINGCORE_URL, {})])
+def test_atomic_batch_with_a_conflict_writes_nothing(client, headers, db, tenant, url, options):
+    data_of(post_bulk(client, headers, [{"externalId": "a", "email": "a@example.com"}]))
+    response = post_bulk(client, headers, [
+        {"externalId": "new", "firstName": "N"},
+        {"externalId": "b", "email": "a@example.com"},
+    ], url=url, **options)
+    assert response.status_code == 400
+    assert error_code(response) == "validation_failed"
+    [failure] = response.get_json()["error"]["details"]["failures"]
+    assert (failure["index"], failure["code"]) == (1, "identity_conflict")
+    assert [c["external_id"] for c in stored_contacts(db, tenant["id"])] == ["a"]
+
+
+# --- whole-request errors (DESIGN 4.4 table) ------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    b"{not json", b'{"contacts": [', b"\xff\xfe{}", b'{"contacts": [{"optIn": NaN}]}',
+    b"[" * 100_000 + b"]" * 100_000, b'{"contacts": [{"attributes": {"n": 1' + b"0" * 5000 + b"}}]}",
+])
+def test_invalid_json(client, headers, body):
+    response = client.post(BULK_URL, data=body, headers=headers, content_type="application/json")
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_json"
+
+
+@pytest.mark.parametrize("body", [
+    [], "contacts", 42, None, {}, {"contacts": {"externalId": "a"}}, {"contacts": "a"},
+    {"contacts": [{"externalId": "a"}], "runWorkflow": "yes"},
+    {"contacts": [{"externalId": "a"}], "atomic": 1},
+    {"contacts": [{"externalId": "a"}], "returnResults": None},
+    {"contacts": [{"externalId": "a"}], "extra": True},
+])
+def test_invalid_request(client, headers, db, tenant, body):
+    response = client.post(BULK_URL, data=json.dumps(body), headers=headers,
+                           content_type="application/json")
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_request"
+    assert stored_contacts(db, tenant["id"]) == []
+
+
+@pytest.mark.parametrize("url, size", [
+    (BULK_URL, 0), (BULK_URL, 1001), (AUTOSEND_URL, 0), (AUTOSEND_URL, 101), (MAILINGCORE_URL, 1001),
+])
+def test_batch_size(client, headers, db, tenant, url, size):
+    contacts = [{"externalId": f"c{i}"} for i in range(size)]
+    response = post_bulk(client, headers, contacts, url=url)
+    assert response.status_code == 400
+    assert error_code(response) == "batch_size"
+    assert stored_contacts(db, tenant["id"]) == []
+
+
+@pytest.mark.parametrize("url, size", [(BULK_URL, 1000), (AUTOSEND_URL, 100), (MAILINGCORE_URL, 1000)])
+def test_largest_batch_of_each_door_is_accepted(client, headers, url, size):
+    contacts = [{"externalId": f"c{i}", "email": f"c{i}@example.com"} for i in range(size)]
+    assert data_of(post_bulk(client, headers, contacts, url=url))["createdCount"] == size
+
+
+def test_bulk_max_is_configurable(make_app, headers):
+    client = make_app(BULK_MAX=2).test_client()
+    response = post_bulk(client, headers, [{"externalId": "a"}] * 3)
+    assert error_code(response) == "batch_size"
+
+
+def test_payload_too_large(make_app, headers, db, tenant):
+    client = make_app(MAX_BODY_BYTES=2048).test_client()
+    contacts = [{"externalId": f"c{i}", "firstName": "x" * 100} for i in range(30)]
+    response = post_bulk(client, headers, contacts)
+    assert response.status_code == 413
+    assert error_code(response) == "payload_too_large"
+    assert stored_contacts(db, tenant["id"]) == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_unsupported_media_type(client, headers, content_type):
+    extra = {"Content-Type": content_type} if content_type else {}
+    response = client.post(BULK_URL, data='{"contacts": [{"externalId": "a"}]}',
+                           headers={**headers, **extra})
+    assert response.status_code == 415
+    assert error_code(response) == "unsupported_media_type"
+
+
+def test_json_with_charset_parameter_is_accepted(client, headers):
+    response = client.post(BULK_URL, data='{"contacts": [{"externalId": "a"}]}',
+                           headers={**headers, "Content-Type": "application/json; charset=utf-8"})
+    assert data_of(response)["createdCount"] == 1
+
+
+def test_checks_run_in_the_documented_order(make_app, make_token, tenant):
+    client = make_app(MAX_BODY_BYTES=1024).test_client()
+    reader = {"Authorization": f"Bearer {make_token(tenant, ('contacts:read',))}"}
+    writer = {"Authorization": f"Bearer {make_token(tenant, ('contacts:write',))}"}
+    big = "x" * 5000
+    # no token beats everything else
+    assert client.post(BULK_URL, data=big, content_type="text/plain").status_code == 401
+    # tenant mismatch beats a missing scope
+    assert client.post(BULK_URL, data=big, content_type="text/plain",
+                       headers={**reader, "X-Tenant-Id": "other"}).status_code == 403
+    assert error_code(client.post(BULK_URL, data=big, content_type="text/plain",
+                                  headers={**reader, "X-Tenant-Id": "other"})) == "tenant_mismatch"
+    # scope beats content type
+    assert error_code(client.post(BULK_URL, data=big, content_type="text/plain",
+                                  headers=reader)) == "insufficient_scope"
+    # content type beats size, size beats JSON
+    assert client.post(BULK_URL, data=big, content_type="text/plain", headers=writer).status_code == 415
+    assert client.post(BULK_URL, data=big, content_type="application/json",
+                       headers=writer).status_code == 413
+    assert client.post(BULK_URL, data="{", content_type="application/json",
+                       headers=writer).status_code == 400
+
+
+def test_unknown_route_and_wrong_method(client, headers):
+    response = client.get("/nowhere", headers=headers)
+    assert (response.status_code, error_code(response)) == (404, "not_found")
+    response = client.get(BULK_URL, headers=headers)
+    assert (response.status_code, error_code(response)) == (405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_health_and_ready(client):
+    assert client.get("/health").get_json() == {"status": "ok"}
+    assert client.get("/ready").get_json() == {"status": "ready"}
