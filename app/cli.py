@@ -14,7 +14,7 @@ from typing import Any
 import click
 import psycopg
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from app import auth
 from app.db import apply_schema, get_conn
@@ -62,6 +62,7 @@ def find_tenant(conn: psycopg.Connection, slug: str) -> dict:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command() -> None:
     """Apply schema.sql (safe to run again)."""
     with get_conn() as conn:
@@ -144,6 +145,7 @@ def print_welcome(base_url: str, token: str | None) -> None:
 
 
 @click.command("serve")
+@with_appcontext
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True)
 @click.option("--workers", envvar="WEB_CONCURRENCY", default=2, type=int, show_default=True)

@@ -1,0 +1,138 @@
+"""End to end: a real gunicorn on 127.0.0.1, and the launcher behind `make run`."""
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import stored_contacts
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(base_url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited during start-up"
+        try:
+            if requests.get(f"{base_url}/ready", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base_url} did not become ready in {STARTUP_SECONDS}s")
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    """Signal the process group (like Ctrl-C does) and wait for it."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+
+
+@pytest.fixture
+def gunicorn(database_url: str) -> Iterator[str]:
+    """gunicorn with 2 sync workers on a free loopback port; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+         "--graceful-timeout", "5", "wsgi:app"],
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base_url, process)
+        yield base_url
+    finally:
+        stop(process)
+
+
+def test_bulk_upsert_through_gunicorn(gunicorn, tenant, make_token, db):
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {make_token(tenant)}"
+    contacts = [{"externalId": f"crm-{i}", "email": f"User{i}@Example.com"} for i in range(1000)]
+    response = session.post(f"{gunicorn}/contacts/bulk-update", json={"contacts": contacts}, timeout=30)
+    assert response.status_code == 200
+    assert response.json()["data"]["createdCount"] == 1000
+    again = session.post(f"{gunicorn}/contacts/bulk", json={"contacts": contacts}, timeout=30)
+    assert again.json()["data"]["unchangedCount"] == 1000
+    assert len(stored_contacts(db, tenant["id"])) == 1000
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b"[" * 200_000, "invalid_json"),
+    (b"\xc3\x28", "invalid_json"),
+    (b'{"contacts": [' + b'{"externalId": "x"},' * 2000 + b'{"externalId": "x"}]}', "batch_size"),
+    (b'{"contacts": [{"externalId": "a\\u0000"}]}', "row_failed"),
+    (b'{"contacts": [{"email": "\\ud800@x.com"}]}', "row_failed"),
+    (b'{"contacts": [{"externalId": "a", "attributes": {"n": 1e999}}]}', "row_failed"),
+])
+def test_hostile_bodies_are_refused_and_the_workers_keep_serving(gunicorn, tenant, make_token, db,
+                                                                 body, expected):
+    headers = {"Authorization": f"Bearer {make_token(tenant)}", "Content-Type": "application/json"}
+    response = requests.post(f"{gunicorn}/contacts/bulk-update", data=body, headers=headers, timeout=30)
+    if expected == "row_failed":
+        assert response.status_code == 200
+        assert response.json()["data"]["failures"][0]["code"] == "invalid_contact"
+    else:
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == expected
+    assert stored_contacts(db, tenant["id"]) == []
+    for _ in range(4):  # both workers still answer
+        assert requests.get(f"{gunicorn}/health", timeout=5).status_code == 200
+
+
+def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path):
+    """`flask --app app serve` on an empty data dir: embedded PostgreSQL, demo
+    tenant, a printed curl that works; Ctrl-C stops everything; data is kept."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"CONTACTSYNC_DATA_DIR": str(tmp_path / "data"), "PORT": str(port)})
+
+    def launch() -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app", "serve"], cwd=ROOT, env=env,
+            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        return process
+
+    first = launch()
+    try:
+        os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        output = first.communicate(timeout=30)[0]
+    finally:
+        stop(first)
+    assert first.returncode == 0
+    token = re.search(r"\bcs_[A-Za-z0-9_-]{40,}", output).group(0)
+    curl = output[output.index("curl "):].split("\n\n")[0].replace("\\\n", " ")
+    assert f"127.0.0.1:{port}" in curl and token in curl
+    postmaster = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    assert not postmaster.exists()  # the embedded PostgreSQL stopped with it
+
+    second = launch()
+    try:
+        completed = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=30)
+        assert '"createdCount":1' in completed.stdout.replace(" ", "")
+    finally:
+        stop(second, signal.SIGINT)
+    assert "cs_" not in second.stdout.read()  # data was reused: no second demo tenant

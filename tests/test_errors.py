@@ -1,0 +1,68 @@
+"""One envelope for every error; nothing internal leaks (DESIGN 4.4, 7)."""
+
+import pytest
+from werkzeug.exceptions import HTTPException
+
+from app.errors import HTTP_ERRORS, ApiError
+from tests.support import post_bulk
+
+
+def test_a_bug_is_a_500_that_shows_nothing(make_app, caplog):
+    app = make_app()
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError('relation "secret_table" does not exist')
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["error"]["code"] == "internal_error"
+    assert "secret_table" not in response.get_data(as_text=True)
+    assert "secret_table" in caplog.text  # logged with its traceback for the operator
+
+
+def test_database_errors_never_show_sql(make_app):
+    app = make_app()
+
+    @app.get("/bad-sql")
+    def bad_sql():
+        from app.db import get_conn
+        with get_conn() as conn:
+            conn.execute("SELECT * FROM no_such_table_xyz")
+
+    response = app.test_client().get("/bad-sql")
+    assert response.status_code == 500
+    assert "no_such_table_xyz" not in response.get_data(as_text=True)
+
+
+def test_database_down_is_503_with_retry_after(make_app, headers):
+    app = make_app(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", DB_POOL_MIN=0,
+                   DB_POOL_TIMEOUT=1)
+    client = app.test_client()
+    for response in (client.get("/ready"), post_bulk(client, headers, [{"externalId": "a"}])):
+        assert response.status_code == 503
+        assert response.get_json()["error"]["code"] == "database_unavailable"
+        assert int(response.headers["Retry-After"]) > 0
+    assert client.get("/health").status_code == 200  # the process itself is fine
+
+
+@pytest.mark.parametrize("status", sorted(HTTP_ERRORS))
+def test_every_mapped_werkzeug_error_uses_the_envelope(make_app, status):
+    app = make_app()
+
+    @app.get("/raise")
+    def raise_it():
+        from flask import abort
+        abort(status)
+
+    response = app.test_client().get("/raise")
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == HTTP_ERRORS[status].code
+
+
+def test_error_codes_are_unique_per_class():
+    codes = [cls.code for cls in ApiError.__subclasses__()]
+    assert len(codes) == len(set(codes))
+    assert all(issubclass(cls, ApiError) and not issubclass(cls, HTTPException)
+               for cls in HTTP_ERRORS.values())

@@ -1,0 +1,115 @@
+"""The row contract (DESIGN 4.2): what loads, into what, and what is refused."""
+
+import pytest
+from marshmallow import ValidationError
+
+from app.schemas import bulk_request_schema, canonical_locale, contact_row_schema, normalise_email
+
+
+def load(row):
+    return contact_row_schema.load(row)
+
+
+def errors_of(row) -> dict:
+    with pytest.raises(ValidationError) as info:
+        load(row)
+    return info.value.messages
+
+
+@pytest.mark.parametrize("sent, stored", [
+    ("Alice@Example.COM", "alice@example.com"),
+    ("  alice@example.com\t", "alice@example.com"),
+    ("\u00a0alice@example.com\u2003", "alice@example.com"),  # NBSP and em space
+    ("ALICE@EXAMPLE.COM", "alice@example.com"),
+    ("用户@例子.广告", "用户@例子.广告"),
+    ("josé@Example.com", "josé@example.com"),
+])
+def test_emails_are_trimmed_normalised_and_lower_cased(sent, stored):
+    assert load({"email": sent})["email"] == stored
+
+
+@pytest.mark.parametrize("email", [
+    "bad@", "@example.com", "no-at-sign", "a@b", "a b@example.com", "a@@example.com", "",
+    "a" * 250 + "@example.com", "x" * 5000, "a\x00@example.com", "a@example.com\ud800", 42, True,
+    ["a@example.com"],
+])
+def test_bad_emails_are_refused(email):
+    assert "email" in errors_of({"email": email})
+
+
+def test_email_validation_is_cached():
+    normalise_email.cache_clear()
+    for _ in range(3):
+        load({"email": "Cached@Example.com"})
+    assert normalise_email.cache_info().hits == 2
+
+
+@pytest.mark.parametrize("row, field", [
+    ({"externalId": ""}, "externalId"),
+    ({"externalId": "   "}, "externalId"),
+    ({"externalId": "x" * 256}, "externalId"),
+    ({"externalId": 12}, "externalId"),
+    ({"externalId": None}, "externalId"),
+    ({"email": None}, "email"),
+    ({"externalId": "a", "attributes": None}, "attributes"),
+    ({"externalId": "a", "firstName": "x" * 256}, "firstName"),
+    ({"externalId": "a", "firstName": 3}, "firstName"),
+    ({"externalId": "a", "phone": "12"}, "phone"),
+    ({"externalId": "a", "phone": "call me"}, "phone"),
+    ({"externalId": "a", "phone": "1" * 33}, "phone"),
+    ({"externalId": "a", "locale": "english!"}, "locale"),
+    ({"externalId": "a", "locale": "e"}, "locale"),
+    ({"externalId": "a", "locale": "en-" + "x" * 40}, "locale"),
+    ({"externalId": "a", "optIn": "true"}, "optIn"),
+    ({"externalId": "a", "optIn": 1}, "optIn"),
+    ({"externalId": "a", "attributes": []}, "attributes"),
+    ({"externalId": "a", "attributes": {"bad key": 1}}, "attributes"),
+    ({"externalId": "a", "attributes": {"k" * 65: 1}}, "attributes"),
+    ({"externalId": "a", "attributes": {"k": {"nested": 1}}}, "attributes"),
+    ({"externalId": "a", "attributes": {"k": [1]}}, "attributes"),
+    ({"externalId": "a", "attributes": {"k": "x" * 2049}}, "attributes"),
+    ({"externalId": "a", "attributes": {"k": float("inf")}}, "attributes"),
+    ({"externalId": "a", "attributes": {"k": "nul\x00"}}, "attributes"),
+    ({"externalId": "a", "attributes": {f"k{i}": i for i in range(101)}}, "attributes"),
+    ({"externalId": "a", "userId": "b"}, "userId"),
+    ({"externalId": "a", "locale": "en", "language": "en"}, "language"),
+    ({"externalId": "a", "attributes": {}, "customFields": {}}, "customFields"),
+    ({"externalId": "a", "firstname": "typo"}, "firstname"),
+    ({"firstName": "nobody"}, "_schema"),
+    ({}, "_schema"),
+])
+def test_invalid_rows_name_the_field(row, field):
+    assert field in errors_of(row)
+
+
+def test_all_errors_of_a_row_are_reported():
+    errors = errors_of({"externalId": "", "email": "bad@", "phone": "x", "optIn": "no", "zz": 1})
+    assert set(errors) == {"externalId", "email", "phone", "optIn", "zz"}
+
+
+def test_aliases_fold_into_canonical_fields():
+    row = load({"userId": " u-1 ", "language": "pt_br", "customFields": {"plan": "pro"}})
+    assert row == {"external_id": "u-1", "locale": "pt-BR", "attributes": {"plan": "pro"}}
+
+
+def test_absent_and_null_are_different():
+    assert load({"externalId": "a"}) == {"external_id": "a"}
+    assert load({"externalId": "a", "firstName": None, "optIn": None}) == \
+        {"external_id": "a", "first_name": None, "opt_in": None}
+
+
+def test_attribute_values_keep_their_json_types():
+    attributes = {"s": "x", "i": 5, "f": 1.5, "b": False, "n": None, "big": 10**30}
+    assert load({"externalId": "a", "attributes": attributes})["attributes"] == attributes
+
+
+@pytest.mark.parametrize("tag, canonical", [
+    ("EN", "en"), ("pt-br", "pt-BR"), ("zh-hant-tw", "zh-Hant-TW"), ("es-419", "es-419"),
+])
+def test_locales_take_their_conventional_case(tag, canonical):
+    assert canonical_locale(tag) == canonical
+
+
+def test_request_options_default_to_false():
+    assert bulk_request_schema.load({"contacts": []}) == \
+        {"contacts": [], "run_workflow": False, "atomic": False, "return_results": False}

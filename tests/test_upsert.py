@@ -1,0 +1,211 @@
+"""The engine against DESIGN 4.3's sequential definition.
+
+The property test sends random batches over HTTP and compares every row's
+outcome and the final table with a deliberately naive reference model that
+applies the rules one row at a time over a plain list.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.db import run_in_transaction
+from app.sql import queries
+from app.upsert import upsert_contacts
+from tests.support import in_app_transaction, post_bulk, stored_contacts
+
+# Small pools, so that rows of a batch collide often: the same keys in other
+# case and white space, invalid emails, and every field absent/null/set.
+EXTERNAL_IDS = ["a", "b", "c", " a "]
+EMAILS = ["x@ex.com", "X@Ex.com", " y@ex.com", "y@EX.COM\u00a0", "z@ex.com", "bad@"]
+INVALID_EMAILS = {"bad@"}
+ABSENT = object()
+
+
+@dataclass
+class RefContact:
+    id: int
+    external_id: str | None = None
+    email: str | None = None
+    first_name: str | None = None
+    opt_in: bool | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def state(self) -> tuple:
+        return (self.external_id, self.email, self.first_name, self.opt_in,
+                json.dumps(self.attributes, sort_keys=True))
+
+
+class Reference:
+    """DESIGN 4.3 read literally: one row at a time, linear searches, no cleverness."""
+
+    def __init__(self) -> None:
+        self.contacts: list[RefContact] = []
+
+    def find(self, name: str, value: str | None) -> RefContact | None:
+        if value is None:
+            return None
+        return next((c for c in self.contacts if getattr(c, name) == value), None)
+
+    def apply(self, row: dict[str, Any]) -> tuple[str, RefContact | None, tuple | None]:
+        """Return (status, contact, (externalIdContact, emailContact) on conflict)."""
+        external_id = row["externalId"].strip() if "externalId" in row else None
+        email = row.get("email")
+        if email in INVALID_EMAILS or (external_id is None and email is None):
+            return "failed", None, None
+        if email is not None:
+            email = email.strip().lower()
+        contact = self.find("external_id", external_id)
+        if contact is not None:
+            other = self.find("email", email)
+            if other is not None and other is not contact:
+                return "failed", None, (contact, other)
+        else:
+            contact = self.find("email", email)
+            if contact is not None and external_id is not None and contact.external_id is not None:
+                return "failed", None, (None, contact)
+        if contact is None:
+            contact = RefContact(id=len(self.contacts) + 1)
+            self.contacts.append(contact)
+            self.set_fields(contact, external_id, email, row)
+            return "created", contact, None
+        before = contact.state()
+        self.set_fields(contact, external_id, email, row)
+        return ("unchanged" if contact.state() == before else "updated"), contact, None
+
+    @staticmethod
+    def set_fields(contact: RefContact, external_id: str | None, email: str | None,
+                   row: dict[str, Any]) -> None:
+        if external_id is not None:
+            contact.external_id = external_id
+        if email is not None:
+            contact.email = email
+        for wire, name in (("firstName", "first_name"), ("optIn", "opt_in")):
+            if wire in row:
+                setattr(contact, name, row[wire])
+        for key, value in row.get("attributes", {}).items():
+            if value is None:
+                contact.attributes.pop(key, None)
+            else:
+                contact.attributes[key] = value
+
+
+def optional(values: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(st.just(ABSENT), values)
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> dict[str, Any]:
+    fields = {
+        "externalId": draw(optional(st.sampled_from(EXTERNAL_IDS))),
+        "email": draw(optional(st.sampled_from(EMAILS))),
+        "firstName": draw(optional(st.sampled_from([None, "Ann", "Bob"]))),
+        "optIn": draw(optional(st.sampled_from([None, True, False]))),
+        "attributes": draw(optional(st.dictionaries(
+            st.sampled_from(["p", "q"]), st.sampled_from([None, 1, True, "1", 1.5]), max_size=2))),
+    }
+    return {k: v for k, v in fields.items() if v is not ABSENT}
+
+
+batches = st.lists(st.lists(rows(), min_size=1, max_size=8), min_size=1, max_size=3)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(batches=batches)
+def test_engine_matches_the_sequential_reference(client, headers, db, tenant, batches):
+    db.execute("TRUNCATE contacts RESTART IDENTITY")
+    reference = Reference()
+    db_id_of: dict[int, int] = {}  # reference id -> database id, learned from created rows
+
+    for batch in batches:
+        response = post_bulk(client, headers, batch, returnResults=True)
+        assert response.status_code == 200, response.get_json()
+        data = response.get_json()["data"]
+        conflicts = {f["index"]: f["conflict"] for f in data["failures"] if "conflict" in f}
+        for index, (row, result) in enumerate(zip(batch, data["results"], strict=True)):
+            status, contact, conflict = reference.apply(row)
+            assert result["status"] == status, (index, row)
+            if status == "created":
+                db_id_of[contact.id] = result["id"]
+            if contact is not None:
+                assert result["id"] == db_id_of[contact.id]
+            if conflict is not None:
+                by_external_id, by_email = (c and db_id_of[c.id] for c in conflict)
+                assert conflicts[index] == {"externalIdContactId": by_external_id,
+                                            "emailContactId": by_email}
+
+    stored = sorted([
+        (c["external_id"], c["email"], c["first_name"], c["opt_in"],
+         json.dumps(c["attributes"], sort_keys=True))
+        for c in stored_contacts(db, tenant["id"])], key=repr)
+    assert stored == sorted((c.state() for c in reference.contacts), key=repr)
+
+
+def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
+    """1000 rows, half new and half existing, take four statements, not thousands."""
+    seed = [(i, {"external_id": f"c{i}", "email": f"c{i}@example.com"}) for i in range(500)]
+    in_app_transaction(app, lambda conn: upsert_contacts(conn, tenant["id"], seed))
+    rows = [(i, {"external_id": f"c{i}", "email": f"c{i}@example.com", "first_name": "N"})
+            for i in range(1000)]
+    statements: list[str] = []
+
+    def counted(conn: psycopg.Connection):
+        conn.add_notice_handler(lambda _: None)
+        original = conn.execute
+
+        def execute(query, params=None, **kwargs):
+            statements.append(query)
+            return original(query, params, **kwargs)
+
+        conn.execute = execute
+        try:
+            return upsert_contacts(conn, tenant["id"], rows)
+        finally:
+            del conn.execute
+
+    result = in_app_transaction(app, counted)
+    assert [o.status for o in result.outcomes].count("created") == 500
+    assert statements == [queries["lock-contacts-by-keys"], queries["update-contacts"],
+                          queries["insert-contacts"]]
+    assert len(stored_contacts(db, tenant["id"])) == 1000
+
+
+def test_transaction_is_retried_from_scratch_after_a_unique_violation(app, make_tenant, db):
+    make_tenant("taken")
+    attempts: list[int] = []
+
+    def work(conn: psycopg.Connection) -> str:
+        attempts.append(1)
+        conn.execute(queries["insert-tenant"], {"slug": f"fresh-{len(attempts)}", "name": "x"})
+        if len(attempts) == 1:  # a real unique violation, as a concurrent insert would cause
+            conn.execute(queries["insert-tenant"], {"slug": "taken", "name": "x"})
+        return "done"
+
+    with app.app_context():
+        from app.db import get_conn
+        with get_conn() as conn:
+            assert run_in_transaction(conn, work, attempts=3) == "done"
+    assert len(attempts) == 2
+    slugs = {r["slug"] for r in db.execute("SELECT slug FROM tenants").fetchall()}
+    assert slugs == {"taken", "fresh-2"}  # the first attempt left nothing behind
+
+
+def test_retries_are_bounded(app, make_tenant):
+    make_tenant("taken")
+    calls: list[int] = []
+
+    def work(conn: psycopg.Connection) -> None:
+        calls.append(1)
+        conn.execute(queries["insert-tenant"], {"slug": "taken", "name": "x"})
+
+    with app.app_context():
+        from app.db import get_conn
+        with get_conn() as conn, pytest.raises(psycopg.errors.UniqueViolation):
+            run_in_transaction(conn, work, attempts=3)
+    assert len(calls) == 3
