@@ -2,6 +2,7 @@
 a clean database per test, and builders for tenants, tokens and requests."""
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,6 +10,8 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from app import create_app
@@ -19,15 +22,37 @@ from tests.support import auth_headers
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The database every test talks to; the schema is applied once."""
-    from app.db import start_embedded_server
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The database every test talks to, with the schema applied.
 
-    url = os.environ.get("TEST_DATABASE_URL") or start_embedded_server(
-        tmp_path_factory.mktemp("embedded-pg"))
+    With TEST_DATABASE_URL the suite creates a database of its own on that
+    server and drops it afterwards, so that two runs against one server, or
+    tables an older version left there, cannot interfere. Without it, an
+    embedded PostgreSQL in a temporary directory.
+    """
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if not server_url:
+        from app.db import start_embedded_server
+
+        url = start_embedded_server(tmp_path_factory.mktemp("embedded-pg"))
+        apply_schema_at(url)
+        yield url
+        return
+    name = f"contactsync_test_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(server_url, dbname=name)
+    try:
+        apply_schema_at(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def apply_schema_at(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         apply_schema(conn)
-    return url
 
 
 @pytest.fixture
