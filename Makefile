@@ -29,5 +29,16 @@ lint: $(STAMP) ## Lint app/ and tests/ with ruff
 
 check: lint test ## Lint, then test
 
+# The bench extra (matplotlib) only for `make bench`, behind its own stamp.
+BENCH_STAMP := $(VENV)/.bench-installed
+.PHONY: bench
+
+$(BENCH_STAMP): $(STAMP) setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## Benchmark service vs engine floor vs naive (not part of test); bench/results/
+	$(BIN)/python -m bench.run
+
 clean: ## Remove the virtualenv, the embedded database and caches
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis *.egg-info

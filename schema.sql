@@ -35,6 +35,10 @@ CREATE INDEX IF NOT EXISTS api_tokens_prefix_idx ON api_tokens (prefix);
 -- The contact store. email is stored already normalised and lower-cased, so
 -- the plain unique index enforces case-insensitive uniqueness on every code
 -- path and in every race. A contact always keeps at least one identity.
+-- The email constraint is DEFERRABLE INITIALLY IMMEDIATE so that it is checked
+-- at the end of each statement rather than row by row: one batch may pass an
+-- email from one contact to another (even in a cycle), and a single UPDATE
+-- must be able to write that. It is still checked before the statement ends.
 CREATE TABLE IF NOT EXISTS contacts (
     tenant_id   bigint NOT NULL REFERENCES tenants (id),
     id          bigint GENERATED ALWAYS AS IDENTITY,
@@ -50,6 +54,6 @@ CREATE TABLE IF NOT EXISTS contacts (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, id),
     CONSTRAINT contacts_tenant_external_id_key UNIQUE (tenant_id, external_id),
-    CONSTRAINT contacts_tenant_email_key UNIQUE (tenant_id, email),
+    CONSTRAINT contacts_tenant_email_key UNIQUE (tenant_id, email) DEFERRABLE INITIALLY IMMEDIATE,
     CONSTRAINT contacts_identity_check CHECK (external_id IS NOT NULL OR email IS NOT NULL)
 );

@@ -9,6 +9,7 @@
 import json
 from typing import Any
 
+import psycopg
 from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
@@ -23,7 +24,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.schemas import bulk_request_schema, contact_row_schema
-from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, BatchResult, RowOutcome, upsert_contacts
+from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Contact, RowOutcome, plan_upsert
 
 bp = Blueprint("contacts", __name__)
 
@@ -68,20 +69,26 @@ def read_json_body() -> Any:
         raise InvalidJson(details={"reason": json_error_reason(exc)}) from None
 
 
+class NonStandardConstant(ValueError):
+    """NaN, Infinity or -Infinity in a body."""
+
+
 def reject_constant(name: str) -> Any:
     """NaN and Infinity are not JSON, whatever Python's parser allows."""
-    raise ValueError(f"{name} is not a JSON value")
+    raise NonStandardConstant(f"{name} is not a JSON value.")
 
 
 def json_error_reason(exc: Exception) -> str:
-    """A short, safe description of why the body is not JSON."""
+    """A short description of why the body is not JSON, in our words."""
     if isinstance(exc, UnicodeDecodeError):
         return "The body is not valid UTF-8."
     if isinstance(exc, RecursionError):
         return "The JSON is nested too deeply."
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at line {exc.lineno} column {exc.colno}."
-    return str(exc)[:200]
+    if isinstance(exc, NonStandardConstant):
+        return str(exc)
+    return "A number in the JSON has too many digits."  # Python's 4300-digit limit
 
 
 def bulk_upsert(max_rows: int, always_atomic: bool):
@@ -97,16 +104,12 @@ def bulk_upsert(max_rows: int, always_atomic: bool):
     atomic = always_atomic or options["atomic"]
 
     valid, invalid = validate_rows(rows)
-    if atomic and invalid:
+    outcomes = write_rows(rows, valid, invalid, atomic) if valid else []
+    if atomic and invalid:  # only when no row was valid: write_rows raises otherwise
         raise ValidationFailed(details={"failures": invalid})
-    result = apply_rows(valid, atomic) if valid else BatchResult([], written=False)
-    conflicts = [conflict_failure(o, rows[o.index]) for o in result.failed]
-    if atomic and conflicts:
-        raise ValidationFailed(details={"failures": conflicts})
-
-    failures = sorted(invalid + conflicts, key=lambda f: f["index"])
+    failures = all_failures(rows, invalid, outcomes)
     return {"success": True,
-            "data": summary(len(rows), result.outcomes, failures, options["return_results"])}
+            "data": summary(len(rows), outcomes, failures, options["return_results"])}
 
 
 def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
@@ -121,15 +124,30 @@ def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
     return valid, invalid
 
 
-def apply_rows(valid: list[tuple[int, dict]], atomic: bool) -> BatchResult:
-    """Run the engine for the caller's tenant in one transaction, retried on races."""
+def write_rows(rows: list[Any], valid: list[tuple[int, dict]], invalid: list[dict],
+               atomic: bool) -> list[RowOutcome]:
+    """Run the engine for the caller's tenant in one transaction, retried on races.
+
+    In all-or-nothing mode the rows are matched first, so that the 400 lists
+    conflicts as well as invalid rows, and the transaction is rolled back.
+    """
     tenant_id = g.principal.tenant_id
+
+    def work(conn: psycopg.Connection) -> list[RowOutcome]:
+        batch = plan_upsert(conn, tenant_id, valid)
+        if atomic and (invalid or batch.failed):
+            raise ValidationFailed(details={"failures": all_failures(rows, invalid, batch.outcomes)})
+        batch.write(conn)
+        return batch.outcomes
+
     with get_conn() as conn:
-        return run_in_transaction(
-            conn,
-            lambda c: upsert_contacts(c, tenant_id, valid, all_or_nothing=atomic),
-            attempts=current_app.config["TX_ATTEMPTS"],
-        )
+        return run_in_transaction(conn, work, attempts=current_app.config["TX_ATTEMPTS"])
+
+
+def all_failures(rows: list[Any], invalid: list[dict], outcomes: list[RowOutcome]) -> list[dict]:
+    """Invalid rows and conflicting rows together, in request order."""
+    conflicts = [conflict_failure(o, rows[o.index]) for o in outcomes if o.status == FAILED]
+    return sorted(invalid + conflicts, key=lambda failure: failure["index"])
 
 
 def row_identity(index: int, raw: Any) -> dict[str, Any]:
@@ -150,15 +168,24 @@ def conflict_failure(outcome: RowOutcome, raw: Any) -> dict[str, Any]:
     """The failure entry of a row whose identities belong to two contacts."""
     conflict = outcome.conflict
     assert conflict is not None
+    by_external_id, by_email = conflict.external_id_contact, conflict.email_contact
     return {
         **row_identity(outcome.index, raw),
         "code": "identity_conflict",
         "message": "The externalId and the email of this row belong to different contacts.",
         "conflict": {
-            "externalIdContactId": conflict.external_id_contact and conflict.external_id_contact.id,
-            "emailContactId": conflict.email_contact and conflict.email_contact.id,
+            "externalIdContactId": by_external_id and by_external_id.id,
+            "emailContactId": by_email and by_email.id,
+            # A contact that an earlier row of this request creates has no id
+            # until it is written (never, in all-or-nothing mode): name the row.
+            "externalIdRowIndex": created_by_index(by_external_id),
+            "emailRowIndex": created_by_index(by_email),
         },
     }
+
+
+def created_by_index(contact: Contact | None) -> int | None:
+    return contact.created_by_index if contact is not None else None
 
 
 def summary(total: int, outcomes: list[RowOutcome], failures: list[dict],

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.errors import DatabaseUnavailable
+from app.sql import queries
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,8 @@ def get_conn() -> Iterator[psycopg.Connection]:
     try:
         with pool.connection() as conn:
             yield conn
-    except PoolTimeout as exc:
-        raise DatabaseUnavailable("The database is busy; retry shortly.") from exc
+    except PoolTimeout as exc:  # all connections busy, or none can be made
+        raise DatabaseUnavailable() from exc
     except psycopg.OperationalError as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
@@ -124,5 +125,5 @@ def run_in_transaction(conn: psycopg.Connection, work: Callable[[psycopg.Connect
 def apply_schema(conn: psycopg.Connection) -> None:
     """Apply schema.sql (idempotent), serialised so concurrent starts do not race."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('contactsync.schema'))")
+        conn.execute(queries["lock-schema-changes"])
         conn.execute(SCHEMA_PATH.read_text(encoding="utf-8"))

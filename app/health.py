@@ -3,6 +3,7 @@
 from flask import Blueprint
 
 from app.db import get_conn
+from app.sql import queries
 
 bp = Blueprint("health", __name__)
 
@@ -17,5 +18,5 @@ def health():
 def ready():
     """The database answers a query (else 503 database_unavailable)."""
     with get_conn() as conn:
-        conn.execute("SELECT 1")
+        conn.execute(queries["ping"])
     return {"status": "ready"}

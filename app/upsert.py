@@ -8,9 +8,11 @@ statements per batch:
    contact that the batch's externalIds and emails can reach;
 2. the rows are applied in request order to that snapshot, in memory, so a
    later row sees what an earlier one did;
-3. the net result is written with at most one UPDATE (two when emails move
-   between contacts) and one INSERT, each fed from parallel arrays.
+3. the net result is written with at most one UPDATE and one INSERT, each
+   fed from parallel arrays.
 
+`plan_upsert` does steps 1 and 2 and `Batch.write` step 3, so a caller can
+look at every row's outcome before deciding to write (all-or-nothing mode).
 A concurrent batch that inserts one of the same identities after step 1 makes
 step 3 hit a unique index; the caller retries the whole transaction.
 
@@ -45,8 +47,7 @@ class Contact:
     locale: str | None = None
     opt_in: bool | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
-    is_new: bool = False
-    stored_email: str | None = None  # the email before this batch
+    created_by_index: int | None = None  # the row of this batch that created it
     changed_fields: set[str] = field(default_factory=set)  # over the whole batch
 
 
@@ -68,21 +69,22 @@ class RowOutcome:
     conflict: Conflict | None = None
 
 
-@dataclass
-class BatchResult:
-    """Outcomes in request order, and whether the batch was written."""
-
-    outcomes: list[RowOutcome]
-    written: bool
-
-    @property
-    def failed(self) -> list[RowOutcome]:
-        return [o for o in self.outcomes if o.status == FAILED]
-
-
 def same_value(a: Any, b: Any) -> bool:
-    """Equality that does not confuse true with 1, or 1 with 1.0 (JSON differs)."""
+    """Equality as a JSON round trip through jsonb sees it: numbers by value
+    (jsonb gives 1e16 back as the integer 10000000000000000, and a float only
+    ever had float precision), but true is not 1 and "1" is not 1."""
+    if is_number(a) and is_number(b):
+        if isinstance(a, float) or isinstance(b, float):
+            try:
+                return float(a) == float(b)
+            except OverflowError:  # an integer beyond any float differs from every float
+                return False
+        return a == b
     return type(a) is type(b) and a == b
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def merge_attributes(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +105,9 @@ def attributes_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
 class Batch:
     """The locked snapshot of one batch and the rows applied to it so far."""
 
-    def __init__(self, stored: list[Contact]) -> None:
+    def __init__(self, tenant_id: int, stored: list[Contact]) -> None:
+        self.tenant_id = tenant_id
+        self.outcomes: list[RowOutcome] = []
         self.contacts: list[Contact] = list(stored)
         self.by_external_id = {c.external_id: c for c in stored if c.external_id is not None}
         self.by_email = {c.email: c for c in stored if c.email is not None}
@@ -121,7 +125,7 @@ class Batch:
             if external_id is not None and contact.external_id is not None:
                 return RowOutcome(index, FAILED, conflict=Conflict(None, contact))
         else:
-            contact = Contact(id=None, is_new=True)
+            contact = Contact(id=None, created_by_index=index)
             self.contacts.append(contact)
             self.apply_fields(contact, row)
             return RowOutcome(index, CREATED, contact)
@@ -150,33 +154,26 @@ class Batch:
         contact.changed_fields |= changed
         return changed
 
-    def write(self, conn: psycopg.Connection, tenant_id: int) -> None:
+    @property
+    def failed(self) -> list[RowOutcome]:
+        return [o for o in self.outcomes if o.status == FAILED]
+
+    def write(self, conn: psycopg.Connection) -> None:
         """Write the net result: changed existing contacts, then new ones."""
-        changed = [c for c in self.contacts if not c.is_new and c.changed_fields]
+        changed = [c for c in self.contacts if c.id is not None and c.changed_fields]
         if changed:
-            self.release_moving_emails(conn, tenant_id, changed)
             conn.execute(queries["update-contacts"],
-                         {"tenant_id": tenant_id, "ids": [c.id for c in changed],
+                         {"tenant_id": self.tenant_id, "ids": [c.id for c in changed],
                           **contact_arrays(changed)})
-        new = sorted((c for c in self.contacts if c.is_new),
+        new = sorted((c for c in self.contacts if c.id is None),
                      key=lambda c: (c.external_id or "", c.email or ""))
         if new:
-            self.insert(conn, tenant_id, new)
+            self.insert(conn, new)
 
-    def release_moving_emails(self, conn: psycopg.Connection, tenant_id: int,
-                              changed: list[Contact]) -> None:
-        """Free the old emails first when one contact takes over another's email."""
-        stored_emails = {c.stored_email for c in self.contacts if c.stored_email is not None}
-        moving = [c for c in changed if "email" in c.changed_fields]
-        if any(c.email in stored_emails for c in moving):
-            conn.execute(queries["release-contact-emails"],
-                         {"tenant_id": tenant_id, "ids": [c.id for c in moving]})
-
-    @staticmethod
-    def insert(conn: psycopg.Connection, tenant_id: int, new: list[Contact]) -> None:
+    def insert(self, conn: psycopg.Connection, new: list[Contact]) -> None:
         """Insert new contacts and give each its id, found again by its key."""
         rows = conn.execute(queries["insert-contacts"],
-                            {"tenant_id": tenant_id, **contact_arrays(new)}).fetchall()
+                            {"tenant_id": self.tenant_id, **contact_arrays(new)}).fetchall()
         by_external_id = {r["external_id"]: r["id"] for r in rows if r["external_id"] is not None}
         by_email = {r["email"]: r["id"] for r in rows if r["external_id"] is None}
         for contact in new:
@@ -208,17 +205,24 @@ def lock_contacts(conn: psycopg.Connection, tenant_id: int,
     records = conn.execute(queries["lock-contacts-by-keys"],
                            {"tenant_id": tenant_id, "external_ids": external_ids,
                             "emails": emails}).fetchall()
-    return [Contact(**record, stored_email=record["email"]) for record in records]
+    return [Contact(**record) for record in records]
+
+
+def plan_upsert(conn: psycopg.Connection, tenant_id: int,
+                rows: list[tuple[int, dict[str, Any]]]) -> Batch:
+    """Lock what validated `(index, row)` pairs reach and apply them in memory.
+
+    Nothing is written yet: the caller reads `batch.outcomes`, then calls
+    `batch.write(conn)` in the same transaction, or rolls back.
+    """
+    batch = Batch(tenant_id, lock_contacts(conn, tenant_id, rows))
+    batch.outcomes = [batch.apply_row(index, row) for index, row in rows]
+    return batch
 
 
 def upsert_contacts(conn: psycopg.Connection, tenant_id: int,
-                    rows: list[tuple[int, dict[str, Any]]], *,
-                    all_or_nothing: bool = False) -> BatchResult:
-    """Upsert validated `(index, row)` pairs of one tenant, inside the caller's
-    transaction. With `all_or_nothing`, a batch with any failed row writes nothing."""
-    batch = Batch(lock_contacts(conn, tenant_id, rows))
-    outcomes = [batch.apply_row(index, row) for index, row in rows]
-    if all_or_nothing and any(o.status == FAILED for o in outcomes):
-        return BatchResult(outcomes, written=False)
-    batch.write(conn, tenant_id)
-    return BatchResult(outcomes, written=True)
+                    rows: list[tuple[int, dict[str, Any]]]) -> Batch:
+    """Plan and write in one go, inside the caller's transaction."""
+    batch = plan_upsert(conn, tenant_id, rows)
+    batch.write(conn)
+    return batch

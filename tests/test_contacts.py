@@ -84,7 +84,8 @@ def test_rule_1_email_held_by_another_contact_is_an_identity_conflict(client, he
     assert failure["index"] == 0
     assert failure["externalId"] == "crm-1"
     assert failure["email"] == "B@example.com"  # as sent
-    assert failure["conflict"] == {"externalIdContactId": first, "emailContactId": second}
+    assert failure["conflict"] == {"externalIdContactId": first, "emailContactId": second,
+                                   "externalIdRowIndex": None, "emailRowIndex": None}
     assert [c["email"] for c in stored_contacts(db, tenant["id"])] == ["a@example.com", "b@example.com"]
 
 
@@ -103,7 +104,8 @@ def test_rule_2_email_match_with_another_external_id_is_a_conflict(client, heade
     data = data_of(post_bulk(client, headers, [{"email": "a@example.com", "externalId": "crm-2"}]))
     [failure] = data["failures"]
     assert failure["code"] == "identity_conflict"
-    assert failure["conflict"] == {"externalIdContactId": None, "emailContactId": held_by}
+    assert failure["conflict"] == {"externalIdContactId": None, "emailContactId": held_by,
+                                   "externalIdRowIndex": None, "emailRowIndex": None}
     assert len(stored_contacts(db, tenant["id"])) == 1
 
 
@@ -138,6 +140,33 @@ def test_an_email_can_pass_from_one_contact_to_another_in_one_batch(client, head
     assert (data["updatedCount"], data["createdCount"], data["failedCount"]) == (2, 1, 0)
     stored = {c["external_id"]: c["email"] for c in stored_contacts(db, tenant["id"])}
     assert stored == {"a": "three@example.com", "b": "one@example.com", "c": "two@example.com"}
+
+
+def test_an_external_id_attached_then_an_email_moved_in_one_batch(client, headers, db, tenant):
+    """A contact gains its externalId (rule 2) and later moves its email (rule 1)
+    while another contact takes the old email: one batch, no identity lost."""
+    data_of(post_bulk(client, headers, [{"email": "y@ex.com"}, {"externalId": "b", "email": "w@ex.com"}]))
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "b", "email": "z@ex.com"},
+        {"externalId": "a", "email": "y@ex.com"},
+        {"externalId": "a", "email": "w@ex.com"},
+    ]))
+    assert data["failedCount"] == 0
+    stored = {c["external_id"]: c["email"] for c in stored_contacts(db, tenant["id"])}
+    assert stored == {"a": "w@ex.com", "b": "z@ex.com"}
+
+
+def test_emails_can_move_in_a_cycle_within_one_batch(client, headers, db, tenant):
+    data_of(post_bulk(client, headers, [{"externalId": "a", "email": "one@ex.com"},
+                                        {"externalId": "b", "email": "two@ex.com"}]))
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "a", "email": "tmp@ex.com"},
+        {"externalId": "b", "email": "one@ex.com"},
+        {"externalId": "a", "email": "two@ex.com"},
+    ]))
+    assert data["updatedCount"] == 3
+    stored = {c["external_id"]: c["email"] for c in stored_contacts(db, tenant["id"])}
+    assert stored == {"a": "two@ex.com", "b": "one@ex.com"}
 
 
 # --- field semantics -----------------------------------------------------------
@@ -178,6 +207,20 @@ def test_attribute_type_changes_are_updates(client, headers, db, tenant, stored,
     data = data_of(post_bulk(client, headers, [{"externalId": "x", "attributes": {"k": sent}}]))
     assert data["updatedCount"] == 1
     assert stored_contacts(db, tenant["id"])[0]["attributes"] == {"k": sent}
+
+
+@pytest.mark.parametrize("value", [1e16, 1.5e300, 10**20, 2.0])
+def test_numbers_that_jsonb_stores_differently_are_still_unchanged(client, headers, value):
+    """jsonb gives 1e16 back as an integer; resending it is not a change."""
+    row = {"externalId": "x", "attributes": {"n": value}}
+    data_of(post_bulk(client, headers, [row]))
+    assert data_of(post_bulk(client, headers, [row]))["unchangedCount"] == 1
+
+
+def test_every_attribute_error_is_reported(client, headers):
+    attributes = {f"bad key {i}": 1 for i in range(40)}
+    data = data_of(post_bulk(client, headers, [{"externalId": "x", "attributes": attributes}]))
+    assert len(data["failures"][0]["errors"]["attributes"]) == 40
 
 
 def test_invalid_rows_are_reported_and_valid_rows_written(client, headers, db, tenant):
@@ -233,6 +276,23 @@ def test_atomic_batch_with_a_conflict_writes_nothing(client, headers, db, tenant
     [failure] = response.get_json()["error"]["details"]["failures"]
     assert (failure["index"], failure["code"]) == (1, "identity_conflict")
     assert [c["external_id"] for c in stored_contacts(db, tenant["id"])] == ["a"]
+
+
+def test_atomic_failures_list_invalid_rows_and_conflicts_together(client, headers, db, tenant):
+    response = post_bulk(client, headers, [
+        {"externalId": "n", "email": "e1@ex.com"},
+        {"externalId": "m", "email": "e2@ex.com"},
+        {"email": "bad@"},
+        {"externalId": "n", "email": "e2@ex.com"},
+    ], atomic=True)
+    assert response.status_code == 400
+    failures = response.get_json()["error"]["details"]["failures"]
+    assert [(f["index"], f["code"]) for f in failures] == \
+        [(2, "invalid_contact"), (3, "identity_conflict")]
+    # neither contact was written, so the conflict names the rows that made them
+    assert failures[1]["conflict"] == {"externalIdContactId": None, "emailContactId": None,
+                                       "externalIdRowIndex": 0, "emailRowIndex": 1}
+    assert stored_contacts(db, tenant["id"]) == []
 
 
 # --- whole-request errors (DESIGN 4.4 table) ------------------------------------------

@@ -22,7 +22,7 @@ from tests.support import in_app_transaction, post_bulk, stored_contacts
 # Small pools, so that rows of a batch collide often: the same keys in other
 # case and white space, invalid emails, and every field absent/null/set.
 EXTERNAL_IDS = ["a", "b", "c", " a "]
-EMAILS = ["x@ex.com", "X@Ex.com", " y@ex.com", "y@EX.COM\u00a0", "z@ex.com", "bad@"]
+EMAILS = ["x@ex.com", "X@Ex.com", " y@ex.com", "y@EX.COM\u00a0", "z@ex.com", "w@ex.com", "bad@"]
 INVALID_EMAILS = {"bad@"}
 ABSENT = object()
 
@@ -35,6 +35,7 @@ class RefContact:
     first_name: str | None = None
     opt_in: bool | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    created_by: tuple[int, int] | None = None  # (batch number, row index)
 
     def state(self) -> tuple:
         return (self.external_id, self.email, self.first_name, self.opt_in,
@@ -46,13 +47,14 @@ class Reference:
 
     def __init__(self) -> None:
         self.contacts: list[RefContact] = []
+        self.batch = 0
 
     def find(self, name: str, value: str | None) -> RefContact | None:
         if value is None:
             return None
         return next((c for c in self.contacts if getattr(c, name) == value), None)
 
-    def apply(self, row: dict[str, Any]) -> tuple[str, RefContact | None, tuple | None]:
+    def apply(self, index: int, row: dict[str, Any]) -> tuple[str, RefContact | None, tuple | None]:
         """Return (status, contact, (externalIdContact, emailContact) on conflict)."""
         external_id = row["externalId"].strip() if "externalId" in row else None
         email = row.get("email")
@@ -70,7 +72,7 @@ class Reference:
             if contact is not None and external_id is not None and contact.external_id is not None:
                 return "failed", None, (None, contact)
         if contact is None:
-            contact = RefContact(id=len(self.contacts) + 1)
+            contact = RefContact(id=len(self.contacts) + 1, created_by=(self.batch, index))
             self.contacts.append(contact)
             self.set_fields(contact, external_id, email, row)
             return "created", contact, None
@@ -115,7 +117,7 @@ def rows(draw: st.DrawFn) -> dict[str, Any]:
 batches = st.lists(st.lists(rows(), min_size=1, max_size=8), min_size=1, max_size=3)
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batches=batches)
 def test_engine_matches_the_sequential_reference(client, headers, db, tenant, batches):
@@ -124,12 +126,13 @@ def test_engine_matches_the_sequential_reference(client, headers, db, tenant, ba
     db_id_of: dict[int, int] = {}  # reference id -> database id, learned from created rows
 
     for batch in batches:
+        reference.batch += 1
         response = post_bulk(client, headers, batch, returnResults=True)
         assert response.status_code == 200, response.get_json()
         data = response.get_json()["data"]
         conflicts = {f["index"]: f["conflict"] for f in data["failures"] if "conflict" in f}
         for index, (row, result) in enumerate(zip(batch, data["results"], strict=True)):
-            status, contact, conflict = reference.apply(row)
+            status, contact, conflict = reference.apply(index, row)
             assert result["status"] == status, (index, row)
             if status == "created":
                 db_id_of[contact.id] = result["id"]
@@ -137,8 +140,13 @@ def test_engine_matches_the_sequential_reference(client, headers, db, tenant, ba
                 assert result["id"] == db_id_of[contact.id]
             if conflict is not None:
                 by_external_id, by_email = (c and db_id_of[c.id] for c in conflict)
+                made_by_external_id, made_by_email = (
+                    c.created_by[1] if c and c.created_by[0] == reference.batch else None
+                    for c in conflict)
                 assert conflicts[index] == {"externalIdContactId": by_external_id,
-                                            "emailContactId": by_email}
+                                            "emailContactId": by_email,
+                                            "externalIdRowIndex": made_by_external_id,
+                                            "emailRowIndex": made_by_email}
 
     stored = sorted([
         (c["external_id"], c["email"], c["first_name"], c["opt_in"],

@@ -13,17 +13,10 @@ WHERE tenant_id = %(tenant_id)s
 ORDER BY id
 FOR UPDATE;
 
--- name: release-contact-emails
--- Clear the emails of contacts whose email moves, before update-contacts
--- writes the new ones: a unique index is checked row by row, so a batch that
--- passes an email from one contact to another would otherwise collide with
--- itself. The row keeps its external_id, so contacts_identity_check holds.
-UPDATE contacts
-SET email = NULL
-WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)b::bigint[]);
-
 -- name: update-contacts
 -- Write the final state of every changed, existing contact in one statement.
+-- Emails may move between these rows; the email constraint is checked at the
+-- end of the statement (schema.sql), so the order of the rows does not matter.
 UPDATE contacts AS c
 SET external_id = r.external_id,
     email       = r.email,

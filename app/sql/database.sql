@@ -1,0 +1,10 @@
+-- Statements about the database itself rather than a resource.
+
+-- name: ping
+-- Readiness: the database answers a query.
+SELECT 1;
+
+-- name: lock-schema-changes
+-- Serialise schema.sql runs (several workers or `init-db`s starting at once);
+-- held until the applying transaction ends.
+SELECT pg_advisory_xact_lock(hashtext('contactsync.schema'));

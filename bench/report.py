@@ -1,0 +1,104 @@
+"""The results: a table on stdout, target checks, a JSON file and a PNG chart."""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # in .gitignore
+
+# The targets of DESIGN 6 and the brief, checked on every run (a MISS is
+# reported, never an error: a slow machine must not fail `make bench`).
+MIN_FLOOR_RATIO = 0.5
+MAX_P95_MS = 250.0
+MIN_RESYNC_SPEEDUP = 1.5
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its measured value and PASS or MISS."""
+    service, mixed = results["service"], results["service"]["mixed-1000"]
+    ratio = results["ratios"]["mixed-1000"]
+    resync_speedup = service["resync-1000"]["contacts_per_s"] / mixed["contacts_per_s"]
+    checks = [
+        ("mixed-1000 service/floor ratio", ratio, f">= {MIN_FLOOR_RATIO}", ratio >= MIN_FLOOR_RATIO),
+        ("mixed-1000 p95 latency (ms)", mixed["p95_ms"], f"< {MAX_P95_MS:.0f}", mixed["p95_ms"] < MAX_P95_MS),
+        ("resync-1000 / mixed-1000 throughput", resync_speedup, f">= {MIN_RESYNC_SPEEDUP}",
+         resync_speedup >= MIN_RESYNC_SPEEDUP),
+    ]
+    return [{"target": name, "value": round(value, 2), "goal": goal, "status": "PASS" if ok else "MISS"}
+            for name, value, goal, ok in checks]
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Service vs floor per scenario, the naive baseline and the target checks."""
+    header = (f"{'scenario':<13}| {'contacts/s':>10} | {'requests':>8} | {'p50 ms':>7} | {'p95 ms':>7} | "
+              f"{'p99 ms':>7} | {'floor contacts/s':>16} | {'ratio':>5}")
+    lines = [header, "-" * len(header)]
+    for name, s in results["service"].items():
+        floor = results["floor"][name]
+        lines.append(f"{name:<13}| {s['contacts_per_s']:>10,.0f} | {s['requests']:>8} | "
+                     f"{s['p50_ms']:>7.1f} | {s['p95_ms']:>7.1f} | {s['p99_ms']:>7.1f} | "
+                     f"{floor['contacts_per_s']:>16,.0f} | {results['ratios'][name]:>5.2f}")
+    naive, speedup = results["naive"], results["speedup_over_naive"]
+    lines += ["",
+              f"naive row-by-row (batches of 1000, half new): {naive['contacts_per_s']:,.0f} contacts/s "
+              f"({naive['requests']} batches, p50 {naive['p50_ms']:.0f} ms per batch)",
+              f"set-based speed-up over naive, mixed-1000: floor x{speedup['floor']:.1f}, "
+              f"service x{speedup['service']:.1f}",
+              "", "targets:"]
+    lines += [f"  {t['status']:<4}  {t['target']:<38} {t['value']:>8} (goal {t['goal']})"
+              for t in results["targets"]]
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], stamp: str) -> tuple[Path, Path]:
+    """bench/results/bench-<stamp>.json and .png, copied to latest.json and latest.png."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS_DIR / f"bench-{stamp}.json"
+    png_path = RESULTS_DIR / f"bench-{stamp}.png"
+    json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    draw_chart(results, png_path)
+    shutil.copyfile(json_path, RESULTS_DIR / "latest.json")
+    shutil.copyfile(png_path, RESULTS_DIR / "latest.png")
+    return json_path, png_path
+
+
+def draw_chart(results: dict[str, Any], path: Path) -> None:
+    """Throughput (service, floor, naive) and service latency percentiles, side by side."""
+    import matplotlib  # late: only the report needs it, and it is slow to import
+
+    matplotlib.use("Agg")  # no display on a server
+    import matplotlib.pyplot as plt
+
+    names = list(results["service"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    width = 0.38
+    positions = range(len(names))
+    left.bar([p - width / 2 for p in positions], [results["service"][n]["contacts_per_s"] for n in names],
+             width, label="service (HTTP)")
+    left.bar([p + width / 2 for p in positions], [results["floor"][n]["contacts_per_s"] for n in names],
+             width, label="floor (engine only)")
+    left.axhline(results["naive"]["contacts_per_s"], color="grey", linestyle="--",
+                 label="naive row-by-row (mixed-1000)")
+    left.set_xticks(list(positions), names)
+    left.set_ylabel("contacts/s")
+    left.set_title("Throughput, 2 client threads")
+    left.set_ylim(top=left.get_ylim()[1] * 1.25)  # room for the legend above the bars
+    left.legend(loc="upper left", fontsize="small")
+
+    for offset, p in zip((-width / 1.5, 0, width / 1.5), (50, 95, 99), strict=True):
+        right.bar([x + offset for x in positions], [results["service"][n][f"p{p}_ms"] for n in names],
+                  width / 1.5, label=f"p{p}")
+    right.axhline(MAX_P95_MS, color="red", linestyle=":",
+                  label=f"p95 target ({MAX_P95_MS:.0f} ms, mixed-1000)")
+    right.set_xticks(list(positions), names)
+    right.set_ylabel("ms per request")
+    right.set_title("Service latency")
+    right.set_ylim(top=right.get_ylim()[1] * 1.3)
+    right.legend(loc="upper left", fontsize="small", ncol=2)
+
+    fig.suptitle(f"contactsync bench {results['timestamp']} ({results['environment']['cpus']} CPUs, "
+                 f"PostgreSQL {results['environment']['postgres']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

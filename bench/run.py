@@ -1,0 +1,212 @@
+"""`make bench`: the service end to end, the engine floor, a naive baseline, a CPU profile.
+
+Phases, all in one run so that they share machine, database and data:
+
+1. database (DATABASE_URL, else embedded under .data/bench), schema, 200k
+   seeded contacts in tenants bench-0..bench-9, one token per tenant;
+2. gunicorn (2 sync workers) on a free 127.0.0.1 port;
+3. per scenario (mixed-1000, mixed-100, resync-1000): the service from 2
+   client threads, then the floor (app.upsert.upsert_contacts on
+   pre-validated rows) from 2 threads, same shapes, fresh keys;
+4. the naive row-by-row baseline; 5. the in-process CPU profile;
+6. the table, the target checks, bench/results/*.json and *.png.
+
+Every loop is bounded by a count and by time. Exit status: 0 when the run
+completed (a missed target is reported, not an error), 1 on an error.
+"""
+
+import datetime
+import gc
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from bench.drive import BenchError, Result, run_parallel, warm_up
+from bench.floor import engine_sender, naive_sender
+from bench.profile import format_profile, profile_service
+from bench.report import RESULTS_DIR, format_table, targets, write_results
+from bench.seed import (
+    CONTACTS_PER_TENANT,
+    ROOT,
+    TENANT_COUNT,
+    Database,
+    Tenant,
+    close_database,
+    open_database,
+    prepare,
+    server_version,
+)
+from bench.service import WORKERS, Gunicorn, http_sender
+from bench.workload import SCENARIOS, THREADS, Batch, Workload
+
+# Batches per client thread: enough for roughly 15-30 s of the service on 2
+# cores; TIME_LIMIT_S cuts a scenario short on a slower machine.
+REQUESTS_PER_THREAD = {"mixed-1000": 120, "mixed-100": 600, "resync-1000": 150}
+WARMUP_PER_THREAD = 2
+TIME_LIMIT_S = 40.0
+NAIVE_BATCHES_PER_THREAD = 5  # ~1 s each: a few are enough for a rate
+NAIVE_TIME_LIMIT_S = 30.0
+
+Sender = Callable[[Batch], None]
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so that stdout holds the results alone."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Keep the prebuilt batches out of the garbage collector's way while timing.
+
+    Hundreds of thousands of prebuilt row dicts would otherwise be traversed
+    by every full collection, pauses that belong to the bench, not the engine.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def timed_scenario(name: str, workloads: list[Workload], senders: list[Sender], scenario: str,
+                   count: int, encode: bool, time_limit_s: float = TIME_LIMIT_S) -> Result:
+    """Warm up, build every batch, then run them from one thread per workload."""
+    def prebuilt(workload: Workload, n: int) -> list[Batch]:
+        batches = workload.batches(scenario, n)
+        return [b.encode() for b in batches] if encode else batches
+
+    warm_up([(prebuilt(w, WARMUP_PER_THREAD), s) for w, s in zip(workloads, senders, strict=True)])
+    per_thread = [(prebuilt(w, count), s) for w, s in zip(workloads, senders, strict=True)]
+    with frozen_gc():
+        result = run_parallel(name, per_thread, time_limit_s)
+    log(f"{name}: {result.rate:,.0f} contacts/s, {result.requests} requests in {result.wall_s:.1f} s"
+        + (" (stopped by the time limit)" if result.stopped_by_time else ""))
+    return result
+
+
+def run_service(base_url: str, tenants: list[Tenant], scenario: str) -> Result:
+    """One scenario through gunicorn, each thread with its own Session and tenants."""
+    workloads = [Workload(t, f"svc-{scenario}") for t in range(THREADS)]
+    senders = [http_sender(base_url, tenants, scenario) for _ in range(THREADS)]
+    return timed_scenario(f"service {scenario}", workloads, senders, scenario,
+                          REQUESTS_PER_THREAD[scenario], encode=True)
+
+
+def run_floor(conns: list[psycopg.Connection], tenants: list[Tenant], scenario: str) -> Result:
+    """The same scenario straight into the engine, one connection per thread."""
+    workloads = [Workload(t, f"floor-{scenario}") for t in range(THREADS)]
+    senders = [engine_sender(conn, tenants, scenario) for conn in conns]
+    return timed_scenario(f"floor {scenario}", workloads, senders, scenario,
+                          REQUESTS_PER_THREAD[scenario], encode=False)
+
+
+def run_naive(conns: list[psycopg.Connection], tenants: list[Tenant]) -> Result:
+    """Mixed batches of 1000, one SELECT + INSERT/UPDATE per contact."""
+    per_thread = [(Workload(t, "naive").batches("mixed-1000", NAIVE_BATCHES_PER_THREAD),
+                   naive_sender(conn, tenants)) for t, conn in enumerate(conns)]
+    with frozen_gc():
+        result = run_parallel("naive", per_thread, NAIVE_TIME_LIMIT_S)
+    log(f"naive: {result.rate:,.0f} contacts/s, {result.requests} batches in {result.wall_s:.1f} s")
+    return result
+
+
+def describe_database(database: Database) -> str:
+    """Where the data lives, without any password."""
+    if database.embedded:
+        return "embedded (.data/bench)"
+    info = conninfo_to_dict(database.url)
+    return " ".join(["DATABASE_URL"] + [f"{k}={info[k]}" for k in ("host", "port", "dbname") if k in info])
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, to tell results apart (read-only git call)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def collect(database: Database, service: dict[str, Result], floor: dict[str, Result], naive: Result,
+            profile: dict[str, Any], started: float, stamp: str) -> dict[str, Any]:
+    """Everything the report prints and the JSON file keeps."""
+    results: dict[str, Any] = {
+        "timestamp": stamp,
+        "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "postgres": server_version(database), "database": describe_database(database),
+                        "git_commit": git_commit(), "gunicorn_workers": WORKERS, "client_threads": THREADS},
+        "seed": {"tenants": TENANT_COUNT, "contacts": TENANT_COUNT * CONTACTS_PER_TENANT},
+        "service": {name: r.summary() for name, r in service.items()},
+        "floor": {name: r.summary() for name, r in floor.items()},
+        "ratios": {name: round(service[name].rate / floor[name].rate, 3) for name in service},
+        "naive": naive.summary(),
+        "speedup_over_naive": {"floor": round(floor["mixed-1000"].rate / naive.rate, 1),
+                               "service": round(service["mixed-1000"].rate / naive.rate, 1)},
+        "profile": profile,
+    }
+    results["targets"] = targets(results)
+    results["run_time_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
+    """Phases 1-5; gunicorn and the floor connections are closed whatever happens."""
+    tenants = prepare(database, log)
+    gunicorn = Gunicorn(database.url, RESULTS_DIR / "gunicorn.log")
+    conns = []
+    try:
+        gunicorn.wait_ready()
+        log(f"gunicorn ready on {gunicorn.base_url} ({WORKERS} workers)")
+        conns = [database.connect() for _ in range(THREADS)]
+        service, floor = {}, {}
+        for scenario in SCENARIOS:
+            service[scenario] = run_service(gunicorn.base_url, tenants, scenario)
+            floor[scenario] = run_floor(conns, tenants, scenario)
+        gunicorn.stop()  # idle from here on; the rest runs in this process
+        naive = run_naive(conns, tenants)
+    finally:
+        for conn in conns:
+            conn.close()
+        gunicorn.stop()
+    log("profiling mixed-1000 in-process")
+    profile = profile_service(database, tenants)
+    return collect(database, service, floor, naive, profile, started, stamp)
+
+
+def main() -> int:
+    """Run the whole bench; print the report; exit 1 on an error."""
+    # `kill` (SIGTERM) should clean up like Ctrl-C does: unwind through the finally blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.perf_counter()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    database = open_database()
+    try:
+        results = bench(database, started, stamp)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        close_database(database)
+    json_path, png_path = write_results(results, stamp)
+    print(format_table(results))
+    print()
+    print(format_profile(results["profile"]))
+    print()
+    print(f"results: {json_path.relative_to(ROOT)}, {png_path.relative_to(ROOT)} (and latest.*)")
+    print(f"run time: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Batches: the same contacts as a JSON body (service) and as validated rows (engine).
+
+Each client thread owns half of the bench tenants, so two threads never
+lock the same rows. Within a tenant, seeded contacts 0-9,999 are the
+"existing" half of mixed batches (updated again and again, with a new
+`rev` attribute each time so every one is a real update) and 10,000-19,999
+are only ever resent unchanged, so their stored values stay those of
+`stored_contact`.
+"""
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.seed import CONTACTS_PER_TENANT, TENANT_COUNT, contact_number, stored_contact
+
+THREADS = 2
+TENANTS_PER_THREAD = TENANT_COUNT // THREADS
+UPDATABLE = range(0, CONTACTS_PER_TENANT // 2)  # local numbers mixed batches update
+RESYNCED = range(CONTACTS_PER_TENANT // 2, CONTACTS_PER_TENANT)  # never changed
+
+# Engine field name -> wire (JSON) field name of the native door.
+WIRE_NAMES = {"external_id": "externalId", "email": "email", "first_name": "firstName",
+              "locale": "locale", "opt_in": "optIn", "attributes": "attributes"}
+
+# One counter for the whole process: a contact updated in one phase and again
+# in a later one must never be sent the same `rev`, or it would be unchanged.
+_revisions = itertools.count(1)
+
+
+@dataclass
+class Batch:
+    """One request's worth of contacts for one tenant, and what it must report."""
+
+    tenant: int  # bench tenant index, 0-9
+    rows: list[tuple[int, dict[str, Any]]]  # (index, validated row): what the engine takes
+    wire: list[dict[str, Any]]  # the same rows as a client sends them
+    created: int
+    updated: int
+    unchanged: int
+    size: int = field(init=False)
+    body: bytes = b""  # the JSON request body, once encode() has run
+
+    def __post_init__(self) -> None:
+        self.size = len(self.rows)
+
+    def encode(self) -> "Batch":
+        """Build the JSON body now, ahead of timing, so the client costs little then.
+
+        A request only needs its body, so the rows are dropped: hundreds of
+        prebuilt batches would otherwise hold gigabytes of small objects.
+        """
+        self.body = json.dumps({"contacts": self.wire}).encode()
+        self.rows, self.wire = [], []
+        return self
+
+
+def to_wire(row: dict[str, Any]) -> dict[str, Any]:
+    """A validated row back in its wire spelling."""
+    return {WIRE_NAMES[name]: value for name, value in row.items()}
+
+
+def mixed_case_email(n: int) -> str:
+    """user<n>@example.com as a careless client sends it; it normalises back."""
+    return f"User{n}@Example.COM"
+
+
+class Workload:
+    """Batch builder of one client thread: its own tenants, its own new keys."""
+
+    def __init__(self, thread: int, tag: str) -> None:
+        self.thread = thread
+        self.tag = tag  # makes new keys unique across phases and scenarios
+        self.tenants = [thread * TENANTS_PER_THREAD + i for i in range(TENANTS_PER_THREAD)]
+        self.turn = 0
+        self.new_serial = 0
+        self.next_updatable = dict.fromkeys(self.tenants, UPDATABLE.start)
+        self.next_resynced = dict.fromkeys(self.tenants, RESYNCED.start)
+
+    def next_tenant(self) -> int:
+        """Round-robin over this thread's tenants, one tenant per batch."""
+        tenant = self.tenants[self.turn % len(self.tenants)]
+        self.turn += 1
+        return tenant
+
+    def take(self, cursor: dict[int, int], tenant: int, span: range, count: int) -> list[int]:
+        """The next `count` local numbers of `span` for a tenant, wrapping around."""
+        start = cursor[tenant]
+        picked = [span.start + (start - span.start + i) % len(span) for i in range(count)]
+        cursor[tenant] = span.start + (start - span.start + count) % len(span)
+        return picked
+
+    def new_row(self) -> dict[str, Any]:
+        """A contact no run has sent before."""
+        self.new_serial += 1
+        key = f"new-{self.tag}-{self.thread}-{self.new_serial}"
+        return {"external_id": key, "email": f"{key}@example.com", "first_name": "New",
+                "locale": "en", "opt_in": self.new_serial % 2 == 0,
+                "attributes": {"plan": "free", "seats": 1, "vip": False}}
+
+    def mixed(self, size: int) -> Batch:
+        """Half updates of existing contacts (mixed-case email, new rev), half new ones."""
+        tenant = self.next_tenant()
+        existing = self.take(self.next_updatable, tenant, UPDATABLE, size // 2)
+        rows, wire = [], []
+        for local in existing:
+            n = contact_number(tenant, local)
+            update = {"external_id": f"ext-{n}", "email": f"user{n}@example.com",
+                      "first_name": f"First{n}", "attributes": {"rev": next(_revisions)}}
+            new = self.new_row()
+            rows += [update, new]
+            wire += [{**to_wire(update), "email": mixed_case_email(n)}, to_wire(new)]
+        new_count = size - len(existing)
+        for _ in range(new_count - len(existing)):  # odd sizes: one more new row
+            new = self.new_row()
+            rows.append(new)
+            wire.append(to_wire(new))
+        return Batch(tenant, list(enumerate(rows)), wire, created=new_count,
+                     updated=len(existing), unchanged=0)
+
+    def resync(self, size: int) -> Batch:
+        """Existing contacts sent with exactly their stored values: all unchanged."""
+        tenant = self.next_tenant()
+        rows = [stored_contact(contact_number(tenant, local))
+                for local in self.take(self.next_resynced, tenant, RESYNCED, size)]
+        return Batch(tenant, list(enumerate(rows)), [to_wire(r) for r in rows],
+                     created=0, updated=0, unchanged=size)
+
+    def batches(self, scenario: str, count: int) -> list[Batch]:
+        """`count` batches of a named scenario (see SCENARIOS)."""
+        kind, size = SCENARIOS[scenario]
+        build = self.mixed if kind == "mixed" else self.resync
+        return [build(size) for _ in range(count)]
+
+
+# name -> (kind, rows per batch)
+SCENARIOS = {
+    "mixed-1000": ("mixed", 1000),
+    "mixed-100": ("mixed", 100),
+    "resync-1000": ("resync", 1000),
+}
