@@ -31,9 +31,9 @@ def wait_until_healthy(base_url: str, process: subprocess.Popen) -> None:
     while time.monotonic() < deadline:
         assert process.poll() is None, "the server exited during start-up"
         try:
-            if requests.get(f"{base_url}/ready", timeout=1).status_code == 200:
+            if requests.get(f"{base_url}/ready", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or a worker still booting
             pass
         time.sleep(0.2)
     raise AssertionError(f"{base_url} did not become ready in {STARTUP_SECONDS}s")
