@@ -46,7 +46,7 @@ def format_table(results: dict[str, Any]) -> str:
               f"set-based speed-up over naive, mixed-1000: floor x{speedup['floor']:.1f}, "
               f"service x{speedup['service']:.1f}",
               "", "targets:"]
-    lines += [f"  {t['status']:<4}  {t['target']:<38} {t['value']:>8} (goal {t['goal']})"
+    lines += [f"  {t['status']:<4}  {t['target']:<38} {t['value']:>8.2f} (goal {t['goal']})"
               for t in results["targets"]]
     return "\n".join(lines)
 

@@ -5,7 +5,10 @@ lock the same rows. Within a tenant, seeded contacts 0-9,999 are the
 "existing" half of mixed batches (updated again and again, with a new
 `rev` attribute each time so every one is a real update) and 10,000-19,999
 are only ever resent unchanged, so their stored values stay those of
-`stored_contact`.
+`stored_contact`. Both ranges wrap around: a thread's 50,000 resynced
+contacts come round again every 50 batches of 1000, so later rounds may find
+their emails in a worker's email-validation cache, as a periodic resync would.
+New contacts are always new, so their emails never are cached.
 """
 
 import itertools
@@ -53,6 +56,11 @@ class Batch:
         """
         self.body = json.dumps({"contacts": self.wire}).encode()
         self.rows, self.wire = [], []
+        return self
+
+    def for_engine(self) -> "Batch":
+        """Drop the wire rows, which the engine never sees (memory, as above)."""
+        self.wire = []
         return self
 
 
