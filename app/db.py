@@ -106,13 +106,15 @@ def get_conn() -> Iterator[psycopg.Connection]:
         raise DatabaseUnavailable() from exc
 
 
-def run_in_transaction(conn: psycopg.Connection, work: Callable[[psycopg.Connection], T],
+def run_in_transaction(conn: psycopg.Connection, work: Callable[[psycopg.Connection, int], T],
                        attempts: int) -> T:
-    """Run `work` in one transaction, again from scratch on a retryable failure."""
+    """Run `work(conn, attempt)` in one transaction, again from scratch on a
+    retryable failure; `attempt` counts from 1, so work can be more careful
+    on a retry."""
     for attempt in range(1, attempts + 1):
         try:
             with conn.transaction():
-                return work(conn)
+                return work(conn, attempt)
         except RETRYABLE_ERRORS as exc:
             if attempt == attempts:
                 raise

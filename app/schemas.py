@@ -71,7 +71,13 @@ class Identifier(Text):
         return text
 
 
-@lru_cache(maxsize=50_000)
+# About 370 bytes an address: 100k cost ~37 MB per worker, and cover a
+# periodic resync of that many contacts per worker. An LRU cache smaller than
+# a cyclic resync hits nothing, so it is sized for the resync, not the batch.
+EMAIL_CACHE_SIZE = 100_000
+
+
+@lru_cache(maxsize=EMAIL_CACHE_SIZE)
 def normalise_email(address: str) -> tuple[str | None, str | None]:
     """Return (normalised address, None) or (None, error message).
 
@@ -98,7 +104,9 @@ class EmailAddress(Text):
         # spent on megabyte strings.
         if len(text) > MAX_EMAIL_LENGTH:
             raise ValidationError(f"An email address can have at most {MAX_EMAIL_LENGTH} characters.")
-        normalised, error = normalise_email(text)
+        # For ASCII, case changes neither validity nor the (lower-cased) result,
+        # so User@Example.COM and user@example.com share one cache entry.
+        normalised, error = normalise_email(text.lower() if text.isascii() else text)
         if error is not None:
             raise ValidationError(error)
         return normalised

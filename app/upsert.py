@@ -4,17 +4,25 @@ DESIGN 4.3 defines a batch as if its rows were applied one after another.
 The engine keeps exactly that definition and still costs a fixed number of
 statements per batch:
 
-1. one SELECT ... FOR UPDATE loads and locks (in id order) every stored
-   contact that the batch's externalIds and emails can reach;
+1. one SELECT reads every stored contact that the batch's externalIds and
+   emails can reach, with its row version;
 2. the rows are applied in request order to that snapshot, in memory, so a
    later row sees what an earlier one did;
-3. the net result is written with at most one UPDATE and one INSERT, each
-   fed from parallel arrays.
+3. the contacts that changed are locked (in id order) and their versions
+   checked, then the net result is written with at most one UPDATE and one
+   INSERT, each fed from parallel arrays.
+
+Only what is written is locked, so a re-sync of unchanged contacts is a read.
+A contact changed by another transaction between steps 1 and 3 fails the
+version check, and the engine raises a serialization failure: the caller
+retries the whole transaction, as it does for PostgreSQL's own, with
+`lock_on_read=True`, so that under contention the retry locks in step 1 and
+cannot fail the same way again.
 
 `plan_upsert` does steps 1 and 2 and `Batch.write` step 3, so a caller can
 look at every row's outcome before deciding to write (all-or-nothing mode).
 A concurrent batch that inserts one of the same identities after step 1 makes
-step 3 hit a unique index; the caller retries the whole transaction.
+step 3 hit a unique index, which is retried the same way.
 
 Plain values in, plain values out: no Flask here, and no commit; the caller
 owns the connection and the transaction.
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.errors import SerializationFailure
 from psycopg.types.json import Jsonb
 
 from app.sql import queries
@@ -39,6 +48,7 @@ class Contact:
     """A stored contact as this batch sees it; `id` is None until inserted."""
 
     id: int | None
+    version: str | None = None  # xmin as read; None for a contact this batch creates
     external_id: str | None = None
     email: str | None = None
     first_name: str | None = None
@@ -105,8 +115,9 @@ def attributes_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
 class Batch:
     """The locked snapshot of one batch and the rows applied to it so far."""
 
-    def __init__(self, tenant_id: int, stored: list[Contact]) -> None:
+    def __init__(self, tenant_id: int, stored: list[Contact], locked: bool) -> None:
         self.tenant_id = tenant_id
+        self.locked = locked  # every stored contact was locked when read
         self.outcomes: list[RowOutcome] = []
         self.contacts: list[Contact] = list(stored)
         self.by_external_id = {c.external_id: c for c in stored if c.external_id is not None}
@@ -162,6 +173,8 @@ class Batch:
         """Write the net result: changed existing contacts, then new ones."""
         changed = [c for c in self.contacts if c.id is not None and c.changed_fields]
         if changed:
+            if not self.locked:
+                self.lock_unchanged_since_read(conn, changed)
             conn.execute(queries["update-contacts"],
                          {"tenant_id": self.tenant_id, "ids": [c.id for c in changed],
                           **contact_arrays(changed)})
@@ -169,6 +182,15 @@ class Batch:
                      key=lambda c: (c.external_id or "", c.email or ""))
         if new:
             self.insert(conn, new)
+
+    def lock_unchanged_since_read(self, conn: psycopg.Connection, contacts: list[Contact]) -> None:
+        """Lock the contacts about to be updated; fail if any changed since step 1."""
+        locked = conn.execute(queries["lock-contacts-by-ids"],
+                              {"tenant_id": self.tenant_id,
+                               "ids": sorted(c.id for c in contacts)}).fetchall()
+        current = {row["id"]: row["version"] for row in locked}
+        if any(current.get(c.id) != c.version for c in contacts):
+            raise SerializationFailure("a contact of the batch changed after it was read")
 
     def insert(self, conn: psycopg.Connection, new: list[Contact]) -> None:
         """Insert new contacts and give each its id, found again by its key."""
@@ -197,32 +219,33 @@ def contact_arrays(contacts: list[Contact]) -> dict[str, list[Any]]:
     }
 
 
-def lock_contacts(conn: psycopg.Connection, tenant_id: int,
-                  rows: list[tuple[int, dict[str, Any]]]) -> list[Contact]:
-    """Load and lock, in id order, every stored contact the rows can reach."""
+def read_contacts(conn: psycopg.Connection, tenant_id: int,
+                  rows: list[tuple[int, dict[str, Any]]], lock: bool) -> list[Contact]:
+    """Read, with their versions, every stored contact the rows can reach."""
     external_ids = sorted({r["external_id"] for _, r in rows if r.get("external_id") is not None})
     emails = sorted({r["email"] for _, r in rows if r.get("email") is not None})
-    records = conn.execute(queries["lock-contacts-by-keys"],
+    query = queries["lock-contacts-by-keys" if lock else "select-contacts-by-keys"]
+    records = conn.execute(query,
                            {"tenant_id": tenant_id, "external_ids": external_ids,
                             "emails": emails}).fetchall()
     return [Contact(**record) for record in records]
 
 
 def plan_upsert(conn: psycopg.Connection, tenant_id: int,
-                rows: list[tuple[int, dict[str, Any]]]) -> Batch:
-    """Lock what validated `(index, row)` pairs reach and apply them in memory.
+                rows: list[tuple[int, dict[str, Any]]], *, lock_on_read: bool = False) -> Batch:
+    """Read what validated `(index, row)` pairs reach and apply them in memory.
 
     Nothing is written yet: the caller reads `batch.outcomes`, then calls
     `batch.write(conn)` in the same transaction, or rolls back.
     """
-    batch = Batch(tenant_id, lock_contacts(conn, tenant_id, rows))
+    batch = Batch(tenant_id, read_contacts(conn, tenant_id, rows, lock_on_read), lock_on_read)
     batch.outcomes = [batch.apply_row(index, row) for index, row in rows]
     return batch
 
 
 def upsert_contacts(conn: psycopg.Connection, tenant_id: int,
-                    rows: list[tuple[int, dict[str, Any]]]) -> Batch:
+                    rows: list[tuple[int, dict[str, Any]]], *, lock_on_read: bool = False) -> Batch:
     """Plan and write in one go, inside the caller's transaction."""
-    batch = plan_upsert(conn, tenant_id, rows)
+    batch = plan_upsert(conn, tenant_id, rows, lock_on_read=lock_on_read)
     batch.write(conn)
     return batch

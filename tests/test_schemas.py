@@ -37,6 +37,12 @@ def test_bad_emails_are_refused(email):
     assert "email" in errors_of({"email": email})
 
 
+def test_case_variants_of_an_ascii_email_share_one_cache_entry():
+    normalise_email.cache_clear()
+    assert load({"email": "Case@Example.com"})["email"] == load({"email": "cASE@EXAMPLE.COM"})["email"]
+    assert normalise_email.cache_info().hits == 1
+
+
 def test_email_validation_is_cached():
     normalise_email.cache_clear()
     for _ in range(3):

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.db import run_in_transaction
+from app.errors import DatabaseUnavailable
 from app.sql import queries
-from app.upsert import upsert_contacts
+from app.upsert import plan_upsert, upsert_contacts
 from tests.support import in_app_transaction, post_bulk, stored_contacts
 
 # Small pools, so that rows of a batch collide often: the same keys in other
@@ -155,6 +156,17 @@ def test_engine_matches_the_sequential_reference(client, headers, db, tenant, ba
     assert stored == sorted((c.state() for c in reference.contacts), key=repr)
 
 
+def record_statements(conn: psycopg.Connection, statements: list[str]) -> None:
+    """Make `conn.execute` note each statement it runs (undo with `del conn.execute`)."""
+    original = conn.execute
+
+    def execute(query, params=None, **kwargs):
+        statements.append(query)
+        return original(query, params, **kwargs)
+
+    conn.execute = execute
+
+
 def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
     """1000 rows, half new and half existing, take four statements, not thousands."""
     seed = [(i, {"external_id": f"c{i}", "email": f"c{i}@example.com"}) for i in range(500)]
@@ -164,14 +176,7 @@ def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
     statements: list[str] = []
 
     def counted(conn: psycopg.Connection):
-        conn.add_notice_handler(lambda _: None)
-        original = conn.execute
-
-        def execute(query, params=None, **kwargs):
-            statements.append(query)
-            return original(query, params, **kwargs)
-
-        conn.execute = execute
+        record_statements(conn, statements)
         try:
             return upsert_contacts(conn, tenant["id"], rows)
         finally:
@@ -179,17 +184,76 @@ def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
 
     result = in_app_transaction(app, counted)
     assert [o.status for o in result.outcomes].count("created") == 500
-    assert statements == [queries["lock-contacts-by-keys"], queries["update-contacts"],
-                          queries["insert-contacts"]]
+    assert statements == [queries["select-contacts-by-keys"], queries["lock-contacts-by-ids"],
+                          queries["update-contacts"], queries["insert-contacts"]]
     assert len(stored_contacts(db, tenant["id"])) == 1000
+
+
+def test_an_unchanged_batch_is_one_read_and_locks_nothing(app, tenant, db):
+    rows = [(i, {"external_id": f"c{i}", "first_name": "Same"}) for i in range(100)]
+    in_app_transaction(app, lambda conn: upsert_contacts(conn, tenant["id"], rows))
+    statements: list[str] = []
+
+    def resend(conn: psycopg.Connection):
+        record_statements(conn, statements)
+        try:
+            result = upsert_contacts(conn, tenant["id"], rows)
+        finally:
+            del conn.execute
+        # A row lock or a write would have given the transaction an id.
+        xid = conn.execute("SELECT pg_current_xact_id_if_assigned() AS xid").fetchone()["xid"]
+        return result, xid
+
+    result, xid = in_app_transaction(app, resend)
+    assert {o.status for o in result.outcomes} == {"unchanged"}
+    assert statements == [queries["select-contacts-by-keys"]]
+    assert xid is None
+
+
+def test_a_contact_changed_between_read_and_write_fails_the_version_check(app, tenant, db):
+    """Another transaction updates a contact after the batch read it: the write
+    refuses (a retryable serialization failure) instead of overwriting it."""
+    in_app_transaction(app, lambda conn: upsert_contacts(
+        conn, tenant["id"], [(0, {"external_id": "x", "first_name": "Old"})]))
+
+    def race(conn: psycopg.Connection):
+        batch = plan_upsert(conn, tenant["id"], [(0, {"external_id": "x", "last_name": "Mine"})])
+        db.execute("UPDATE contacts SET first_name = 'Theirs' WHERE external_id = 'x'")
+        batch.write(conn)
+
+    with pytest.raises(DatabaseUnavailable) as failure:  # what a request gets once retries run out
+        in_app_transaction(app, race)
+    assert isinstance(failure.value.__cause__, psycopg.errors.SerializationFailure)
+    [contact] = stored_contacts(db, tenant["id"])
+    assert (contact["first_name"], contact["last_name"]) == ("Theirs", None)
+
+
+def test_a_retry_locks_on_read_and_then_wins(app, tenant, db):
+    in_app_transaction(app, lambda conn: upsert_contacts(
+        conn, tenant["id"], [(0, {"external_id": "x", "first_name": "Old"})]))
+
+    def work(conn: psycopg.Connection, attempt: int):
+        batch = plan_upsert(conn, tenant["id"], [(0, {"external_id": "x", "last_name": "Mine"})],
+                            lock_on_read=attempt > 1)
+        if attempt == 1:  # a concurrent writer gets in between, once
+            db.execute("UPDATE contacts SET first_name = 'Theirs' WHERE external_id = 'x'")
+        batch.write(conn)
+        return attempt
+
+    with app.app_context():
+        from app.db import get_conn
+        with get_conn() as conn:
+            assert run_in_transaction(conn, work, attempts=3) == 2
+    [contact] = stored_contacts(db, tenant["id"])
+    assert (contact["first_name"], contact["last_name"]) == ("Theirs", "Mine")  # nothing lost
 
 
 def test_transaction_is_retried_from_scratch_after_a_unique_violation(app, make_tenant, db):
     make_tenant("taken")
     attempts: list[int] = []
 
-    def work(conn: psycopg.Connection) -> str:
-        attempts.append(1)
+    def work(conn: psycopg.Connection, attempt: int) -> str:
+        attempts.append(attempt)
         conn.execute(queries["insert-tenant"], {"slug": f"fresh-{len(attempts)}", "name": "x"})
         if len(attempts) == 1:  # a real unique violation, as a concurrent insert would cause
             conn.execute(queries["insert-tenant"], {"slug": "taken", "name": "x"})
@@ -199,7 +263,7 @@ def test_transaction_is_retried_from_scratch_after_a_unique_violation(app, make_
         from app.db import get_conn
         with get_conn() as conn:
             assert run_in_transaction(conn, work, attempts=3) == "done"
-    assert len(attempts) == 2
+    assert attempts == [1, 2]
     slugs = {r["slug"] for r in db.execute("SELECT slug FROM tenants").fetchall()}
     assert slugs == {"taken", "fresh-2"}  # the first attempt left nothing behind
 
@@ -208,12 +272,12 @@ def test_retries_are_bounded(app, make_tenant):
     make_tenant("taken")
     calls: list[int] = []
 
-    def work(conn: psycopg.Connection) -> None:
-        calls.append(1)
+    def work(conn: psycopg.Connection, attempt: int) -> None:
+        calls.append(attempt)
         conn.execute(queries["insert-tenant"], {"slug": "taken", "name": "x"})
 
     with app.app_context():
         from app.db import get_conn
         with get_conn() as conn, pytest.raises(psycopg.errors.UniqueViolation):
             run_in_transaction(conn, work, attempts=3)
-    assert len(calls) == 3
+    assert calls == [1, 2, 3]

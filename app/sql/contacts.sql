@@ -2,14 +2,38 @@
 -- unnested into rows so a batch of any size costs a fixed number of
 -- statements.
 
+-- name: select-contacts-by-keys
+-- Read every stored contact that the batch's externalIds or emails can reach,
+-- with its row version (xmin). No lock here: a re-sync of unchanged contacts
+-- then costs no lock writes at all; lock-contacts-by-ids locks only what the
+-- batch will change.
+SELECT id, xmin::text AS version, external_id, email, first_name, last_name,
+       phone, locale, opt_in, attributes
+FROM contacts
+WHERE tenant_id = %(tenant_id)s
+  AND (external_id = ANY(%(external_ids)b::text[]) OR email = ANY(%(emails)b::text[]));
+
 -- name: lock-contacts-by-keys
--- Load and lock every stored contact that the batch's externalIds or emails
--- can reach. ORDER BY id sits below the row locks, so locks are taken in id
--- order and two batches over the same contacts queue instead of deadlocking.
-SELECT id, external_id, email, first_name, last_name, phone, locale, opt_in, attributes
+-- The same read with every row locked, in id order (ORDER BY id sits below
+-- the row locks): for a retry after a version check failed, which must not
+-- fail the same way again, since contention is what made it fail.
+SELECT id, xmin::text AS version, external_id, email, first_name, last_name,
+       phone, locale, opt_in, attributes
 FROM contacts
 WHERE tenant_id = %(tenant_id)s
   AND (external_id = ANY(%(external_ids)b::text[]) OR email = ANY(%(emails)b::text[]))
+ORDER BY id
+FOR UPDATE;
+
+-- name: lock-contacts-by-ids
+-- Lock the contacts the batch will update and return their current versions.
+-- ORDER BY id sits below the row locks, so locks are taken in id order and two
+-- batches over the same contacts queue instead of deadlocking. A version that
+-- differs from the one read means another transaction changed the row in
+-- between: the engine then starts the transaction again.
+SELECT id, xmin::text AS version
+FROM contacts
+WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)b::bigint[])
 ORDER BY id
 FOR UPDATE;
 

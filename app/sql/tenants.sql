@@ -19,8 +19,10 @@ RETURNING id, prefix, scopes, created_at;
 -- name: select-token-by-hash
 -- The request path's only token look-up: one index probe on the hash, joined
 -- to the tenant so the caller learns the slug for the X-Tenant-Id check.
-SELECT t.id, t.tenant_id, t.token_hash, t.scopes, t.last_used_at, t.revoked_at,
-       n.slug AS tenant_slug
+-- needs_touch says whether touch-token has anything to do (same rule).
+SELECT t.id, t.tenant_id, t.token_hash, t.scopes, t.revoked_at,
+       n.slug AS tenant_slug,
+       (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute') AS needs_touch
 FROM api_tokens AS t
 JOIN tenants AS n ON n.id = t.tenant_id
 WHERE t.token_hash = %(token_hash)s;
