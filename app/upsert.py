@@ -113,7 +113,7 @@ def attributes_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 class Batch:
-    """The locked snapshot of one batch and the rows applied to it so far."""
+    """The snapshot one batch read (locked only on a retry) and the rows applied to it."""
 
     def __init__(self, tenant_id: int, stored: list[Contact], locked: bool) -> None:
         self.tenant_id = tenant_id
@@ -174,7 +174,7 @@ class Batch:
         changed = [c for c in self.contacts if c.id is not None and c.changed_fields]
         if changed:
             if not self.locked:
-                self.lock_unchanged_since_read(conn, changed)
+                self.lock_and_check_versions(conn, changed)
             conn.execute(queries["update-contacts"],
                          {"tenant_id": self.tenant_id, "ids": [c.id for c in changed],
                           **contact_arrays(changed)})
@@ -183,7 +183,7 @@ class Batch:
         if new:
             self.insert(conn, new)
 
-    def lock_unchanged_since_read(self, conn: psycopg.Connection, contacts: list[Contact]) -> None:
+    def lock_and_check_versions(self, conn: psycopg.Connection, contacts: list[Contact]) -> None:
         """Lock the contacts about to be updated; fail if any changed since step 1."""
         locked = conn.execute(queries["lock-contacts-by-ids"],
                               {"tenant_id": self.tenant_id,
@@ -244,8 +244,8 @@ def plan_upsert(conn: psycopg.Connection, tenant_id: int,
 
 
 def upsert_contacts(conn: psycopg.Connection, tenant_id: int,
-                    rows: list[tuple[int, dict[str, Any]]], *, lock_on_read: bool = False) -> Batch:
+                    rows: list[tuple[int, dict[str, Any]]]) -> Batch:
     """Plan and write in one go, inside the caller's transaction."""
-    batch = plan_upsert(conn, tenant_id, rows, lock_on_read=lock_on_read)
+    batch = plan_upsert(conn, tenant_id, rows)
     batch.write(conn)
     return batch
