@@ -1,4 +1,8 @@
-"""Overlapping batches at once: no failed row, no duplicate, no lost write."""
+"""Overlapping batches at once: no failed row, no duplicate, no lost write.
+
+Each thread writes its own attribute key, so attributes merged by one batch
+must survive every other thread's batches: a lost update shows as a key
+whose value is not the last one its thread sent."""
 
 import random
 import threading
@@ -13,6 +17,7 @@ IDENTITIES = 300
 def test_overlapping_concurrent_batches_all_succeed(make_app, headers, db, tenant):
     app = make_app(DB_POOL_MAX=THREADS + 2)
     errors: list[str] = []
+    last_sent: dict[tuple[int, str], int] = {}  # (thread, externalId) -> its last batch number
     start = threading.Barrier(THREADS)
 
     def sender(seed: int) -> None:
@@ -23,8 +28,9 @@ def test_overlapping_concurrent_batches_all_succeed(make_app, headers, db, tenan
             picked = rng.sample(range(IDENTITIES), 150)
             contacts = [{"externalId": f"crm-{i}",
                          "email": f"User{i}@Example.com" if rng.random() < 0.5 else f"user{i}@example.com",
-                         "attributes": {"writer": seed, "batch": batch}}
+                         "attributes": {f"w{seed}": batch}}
                         for i in picked]
+            last_sent.update({(seed, c["externalId"]): batch for c in contacts})
             response = post_bulk(client, headers, contacts)
             data = response.get_json().get("data") if response.status_code == 200 else None
             if data is None or data["failedCount"] != 0:
@@ -44,3 +50,7 @@ def test_overlapping_concurrent_batches_all_succeed(make_app, headers, db, tenan
     assert len({c["email"] for c in stored}) == len(stored)
     assert all(c["email"] == f"user{c['external_id'][4:]}@example.com" for c in stored)
     assert len(stored) <= IDENTITIES
+    attributes = {c["external_id"]: c["attributes"] for c in stored}
+    lost = {key: batch for key, batch in last_sent.items()
+            if attributes[key[1]].get(f"w{key[0]}") != batch}
+    assert lost == {}
