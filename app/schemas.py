@@ -48,7 +48,7 @@ FORBIDDEN_CHARS_MESSAGE = "must not contain NUL characters or unpaired surrogate
 def check_text(value: str) -> None:
     """Refuse characters that PostgreSQL or UTF-8 cannot store."""
     if FORBIDDEN_CHARS.search(value):
-        raise ValidationError(FORBIDDEN_CHARS_MESSAGE.capitalize())
+        raise ValidationError(f"Text {FORBIDDEN_CHARS_MESSAGE}")
 
 
 class Text(fields.String):
