@@ -135,8 +135,8 @@ def write_rows(rows: list[Any], valid: list[tuple[int, dict]], invalid: list[dic
 
     def work(conn: psycopg.Connection, attempt: int) -> list[RowOutcome]:
         # The first attempt locks only what it writes; a retry, which means
-        # contention, locks everything it reads so that it cannot fail again.
-        batch = plan_upsert(conn, tenant_id, valid, lock_on_read=attempt > 1)
+        # contention, holds off the tenant's other batches so it cannot fail again.
+        batch = plan_upsert(conn, tenant_id, valid, exclusive=attempt > 1)
         if atomic and (invalid or batch.failed):
             raise ValidationFailed(details={"failures": all_failures(rows, invalid, batch.outcomes)})
         batch.write(conn)

@@ -14,15 +14,19 @@ statements per batch:
 
 Only what is written is locked, so a re-sync of unchanged contacts is a read.
 A contact changed by another transaction between steps 1 and 3 fails the
-version check, and the engine raises a serialization failure: the caller
-retries the whole transaction, as it does for PostgreSQL's own, with
-`lock_on_read=True`, so that under contention the retry locks in step 1 and
-cannot fail the same way again.
+version check, and the engine raises a serialization failure; a concurrent
+batch that inserts one of the same identities after step 1 makes step 3 hit a
+unique index. Either way the caller retries the whole transaction, as it does
+for PostgreSQL's own failures, with `exclusive=True`.
+
+Writing batches hold their tenant's write lock in shared mode from step 3 to
+commit; a retry takes it exclusively before step 1. It waits for the batches
+in flight, keeps new ones from writing until it commits, and so cannot fail
+the same way again, however many batches collide (a retry that merely locked
+the rows it read could still lose to a concurrent insert of a new identity).
 
 `plan_upsert` does steps 1 and 2 and `Batch.write` step 3, so a caller can
 look at every row's outcome before deciding to write (all-or-nothing mode).
-A concurrent batch that inserts one of the same identities after step 1 makes
-step 3 hit a unique index, which is retried the same way.
 
 Plain values in, plain values out: no Flask here, and no commit; the caller
 owns the connection and the transaction.
@@ -113,11 +117,11 @@ def attributes_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 class Batch:
-    """The snapshot one batch read (locked only on a retry) and the rows applied to it."""
+    """The snapshot one batch read and the rows applied to it."""
 
-    def __init__(self, tenant_id: int, stored: list[Contact], locked: bool) -> None:
+    def __init__(self, tenant_id: int, stored: list[Contact], exclusive: bool) -> None:
         self.tenant_id = tenant_id
-        self.locked = locked  # every stored contact was locked when read
+        self.exclusive = exclusive  # the tenant's write lock is already held exclusively
         self.outcomes: list[RowOutcome] = []
         self.contacts: list[Contact] = list(stored)
         self.by_external_id = {c.external_id: c for c in stored if c.external_id is not None}
@@ -172,14 +176,17 @@ class Batch:
     def write(self, conn: psycopg.Connection) -> None:
         """Write the net result: changed existing contacts, then new ones."""
         changed = [c for c in self.contacts if c.id is not None and c.changed_fields]
+        new = sorted((c for c in self.contacts if c.id is None),
+                     key=lambda c: (c.external_id or "", c.email or ""))
+        if (changed or new) and not self.exclusive:
+            conn.execute(queries["lock-tenant-writes-shared"], {"tenant_id": self.tenant_id})
         if changed:
-            if not self.locked:
-                self.lock_and_check_versions(conn, changed)
+            # Still checked under the exclusive lock: a writer outside
+            # contactsync (an operator's UPDATE) does not take it.
+            self.lock_and_check_versions(conn, changed)
             conn.execute(queries["update-contacts"],
                          {"tenant_id": self.tenant_id, "ids": [c.id for c in changed],
                           **contact_arrays(changed)})
-        new = sorted((c for c in self.contacts if c.id is None),
-                     key=lambda c: (c.external_id or "", c.email or ""))
         if new:
             self.insert(conn, new)
 
@@ -220,25 +227,27 @@ def contact_arrays(contacts: list[Contact]) -> dict[str, list[Any]]:
 
 
 def read_contacts(conn: psycopg.Connection, tenant_id: int,
-                  rows: list[tuple[int, dict[str, Any]]], lock: bool) -> list[Contact]:
+                  rows: list[tuple[int, dict[str, Any]]]) -> list[Contact]:
     """Read, with their versions, every stored contact the rows can reach."""
     external_ids = sorted({r["external_id"] for _, r in rows if r.get("external_id") is not None})
     emails = sorted({r["email"] for _, r in rows if r.get("email") is not None})
-    query = queries["lock-contacts-by-keys" if lock else "select-contacts-by-keys"]
-    records = conn.execute(query,
+    records = conn.execute(queries["select-contacts-by-keys"],
                            {"tenant_id": tenant_id, "external_ids": external_ids,
                             "emails": emails}).fetchall()
     return [Contact(**record) for record in records]
 
 
 def plan_upsert(conn: psycopg.Connection, tenant_id: int,
-                rows: list[tuple[int, dict[str, Any]]], *, lock_on_read: bool = False) -> Batch:
+                rows: list[tuple[int, dict[str, Any]]], *, exclusive: bool = False) -> Batch:
     """Read what validated `(index, row)` pairs reach and apply them in memory.
 
     Nothing is written yet: the caller reads `batch.outcomes`, then calls
-    `batch.write(conn)` in the same transaction, or rolls back.
+    `batch.write(conn)` in the same transaction, or rolls back. `exclusive`
+    (for a retry) first takes the tenant's write lock exclusively.
     """
-    batch = Batch(tenant_id, read_contacts(conn, tenant_id, rows, lock_on_read), lock_on_read)
+    if exclusive:
+        conn.execute(queries["lock-tenant-writes-exclusive"], {"tenant_id": tenant_id})
+    batch = Batch(tenant_id, read_contacts(conn, tenant_id, rows), exclusive)
     batch.outcomes = [batch.apply_row(index, row) for index, row in rows]
     return batch
 

@@ -6,6 +6,8 @@ applies the rules one row at a time over a plain list.
 """
 
 import json
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
 
 from app.db import run_in_transaction
 from app.errors import DatabaseUnavailable
@@ -168,7 +171,7 @@ def record_statements(conn: psycopg.Connection, statements: list[str]) -> None:
 
 
 def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
-    """1000 rows, half new and half existing, take four statements, not thousands."""
+    """1000 rows, half new and half existing, take five statements, not thousands."""
     seed = [(i, {"external_id": f"c{i}", "email": f"c{i}@example.com"}) for i in range(500)]
     in_app_transaction(app, lambda conn: upsert_contacts(conn, tenant["id"], seed))
     rows = [(i, {"external_id": f"c{i}", "email": f"c{i}@example.com", "first_name": "N"})
@@ -184,8 +187,9 @@ def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
 
     result = in_app_transaction(app, counted)
     assert [o.status for o in result.outcomes].count("created") == 500
-    assert statements == [queries["select-contacts-by-keys"], queries["lock-contacts-by-ids"],
-                          queries["update-contacts"], queries["insert-contacts"]]
+    assert statements == [queries["select-contacts-by-keys"], queries["lock-tenant-writes-shared"],
+                          queries["lock-contacts-by-ids"], queries["update-contacts"],
+                          queries["insert-contacts"]]
     assert len(stored_contacts(db, tenant["id"])) == 1000
 
 
@@ -228,13 +232,13 @@ def test_a_contact_changed_between_read_and_write_fails_the_version_check(app, t
     assert (contact["first_name"], contact["last_name"]) == ("Theirs", None)
 
 
-def test_a_retry_locks_on_read_and_then_wins(app, tenant, db):
+def test_a_retry_after_a_version_conflict_wins(app, tenant, db):
     in_app_transaction(app, lambda conn: upsert_contacts(
         conn, tenant["id"], [(0, {"external_id": "x", "first_name": "Old"})]))
 
     def work(conn: psycopg.Connection, attempt: int):
         batch = plan_upsert(conn, tenant["id"], [(0, {"external_id": "x", "last_name": "Mine"})],
-                            lock_on_read=attempt > 1)
+                            exclusive=attempt > 1)
         if attempt == 1:  # a concurrent writer gets in between, once
             db.execute("UPDATE contacts SET first_name = 'Theirs' WHERE external_id = 'x'")
         batch.write(conn)
@@ -246,6 +250,43 @@ def test_a_retry_locks_on_read_and_then_wins(app, tenant, db):
             assert run_in_transaction(conn, work, attempts=3) == 2
     [contact] = stored_contacts(db, tenant["id"])
     assert (contact["first_name"], contact["last_name"]) == ("Theirs", "Mine")  # nothing lost
+
+
+def wait_for_advisory_lock_waiter(db: psycopg.Connection, timeout: float = 5.0) -> bool:
+    """True once some session waits for an advisory lock (the retry under test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_retry_waits_for_the_tenants_writing_batches_and_sees_their_rows(database_url, tenant, db):
+    """A retry that planned while another batch's insert of the same new
+    identity was uncommitted would hit the unique index again; instead it waits
+    for that batch to commit, then reads and matches the contact it created."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as writer, \
+            psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as retry:
+        outcome: list[str] = []
+
+        def run_retry() -> None:
+            with retry.transaction():
+                batch = plan_upsert(retry, tenant["id"], [(0, {"external_id": "new", "first_name": "R"})],
+                                    exclusive=True)
+                batch.write(retry)
+                outcome.append(batch.outcomes[0].status)
+
+        with writer.transaction():
+            upsert_contacts(writer, tenant["id"], [(0, {"external_id": "new", "first_name": "W"})])
+            thread = threading.Thread(target=run_retry)
+            thread.start()
+            assert wait_for_advisory_lock_waiter(db)
+            assert thread.is_alive()  # held off while the writer's insert is uncommitted
+        thread.join(timeout=10)
+    assert outcome == ["updated"]  # it saw the writer's contact rather than inserting a twin
+    [contact] = stored_contacts(db, tenant["id"])
+    assert contact["first_name"] == "R"
 
 
 def test_transaction_is_retried_from_scratch_after_a_unique_violation(app, make_tenant, db):

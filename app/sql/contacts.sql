@@ -13,17 +13,17 @@ FROM contacts
 WHERE tenant_id = %(tenant_id)s
   AND (external_id = ANY(%(external_ids)b::text[]) OR email = ANY(%(emails)b::text[]));
 
--- name: lock-contacts-by-keys
--- The same read with every row locked, in id order (ORDER BY id sits below
--- the row locks): for a retry after a version check failed, which must not
--- fail the same way again, since contention is what made it fail.
-SELECT id, xmin::text AS version, external_id, email, first_name, last_name,
-       phone, locale, opt_in, attributes
-FROM contacts
-WHERE tenant_id = %(tenant_id)s
-  AND (external_id = ANY(%(external_ids)b::text[]) OR email = ANY(%(emails)b::text[]))
-ORDER BY id
-FOR UPDATE;
+-- name: lock-tenant-writes-shared
+-- Every batch that writes holds its tenant's write lock in shared mode until
+-- it commits, so batches of one tenant still write side by side.
+SELECT pg_advisory_xact_lock_shared(hashtextextended('contactsync.contacts', %(tenant_id)s::bigint));
+
+-- name: lock-tenant-writes-exclusive
+-- A retry after contention takes the same lock exclusively before it reads:
+-- it waits for the tenant's writing batches to commit and holds new ones off
+-- until it commits, so nothing can insert or change what it read and the
+-- retry cannot fail the same way again.
+SELECT pg_advisory_xact_lock(hashtextextended('contactsync.contacts', %(tenant_id)s::bigint));
 
 -- name: lock-contacts-by-ids
 -- Lock the contacts the batch will update and return their current versions.
