@@ -57,3 +57,40 @@ CREATE TABLE IF NOT EXISTS contacts (
     CONSTRAINT contacts_tenant_email_key UNIQUE (tenant_id, email) DEFERRABLE INITIALLY IMMEDIATE,
     CONSTRAINT contacts_identity_check CHECK (external_id IS NOT NULL OR email IS NOT NULL)
 );
+
+-- Whether the tenant's webhook (webhook_url, signed with webhook_secret)
+-- receives workflow events. `tenants set-webhook --disable` turns it off
+-- without forgetting the URL or the secret.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS webhook_enabled boolean NOT NULL DEFAULT false;
+
+-- The workflow outbox: one row per contact a runWorkflow request created or
+-- updated, written in that request's transaction, so an event exists exactly
+-- when its change was committed. Dispatchers (`workflows run`) deliver them.
+-- event_id is the webhook-id receivers deduplicate on; contact is the contact
+-- as the request left it, kept as json (not jsonb) so its keys keep their
+-- documented order. A pending event is due at next_attempt_at; claiming it
+-- pushes next_attempt_at one lease ahead, so an event whose dispatcher died
+-- becomes due again by itself. lease_id names the claim, so a dispatcher
+-- whose lease ran out cannot record over a newer claim.
+CREATE TABLE IF NOT EXISTS webhook_events (
+    tenant_id       bigint NOT NULL REFERENCES tenants (id),
+    id              bigint GENERATED ALWAYS AS IDENTITY,
+    event_id        text NOT NULL,
+    type            text NOT NULL CHECK (type IN ('contact.created', 'contact.updated')),
+    contact_id      bigint NOT NULL,
+    contact         json NOT NULL,
+    changed_fields  text[] NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_id        uuid,
+    last_error      text,
+    finished_at     timestamptz,
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT webhook_events_tenant_event_id_key UNIQUE (tenant_id, event_id)
+);
+-- What dispatchers scan for: pending events by due time. Not unique, so it
+-- need not start with tenant_id.
+CREATE INDEX IF NOT EXISTS webhook_events_due_idx
+    ON webhook_events (next_attempt_at) WHERE status = 'pending';

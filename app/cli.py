@@ -1,14 +1,16 @@
-"""Operator commands: `flask --app app init-db | tenants | tokens | serve`.
+"""Operator commands: `flask --app app init-db | tenants | tokens | workflows | serve`.
 
 Every command prints its errors to stderr and exits non-zero on failure.
 """
 
+import logging
 import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import click
@@ -16,13 +18,16 @@ import psycopg
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app import auth
-from app.db import apply_schema, get_conn
+from app import auth, webhooks
+from app.db import apply_schema, create_pool, get_conn
+from app.dispatcher import run_until_signalled, settings_from_config
 from app.errors import ApiError
+from app.outbox import count_events
 from app.sql import queries
 
-tenants_cli = AppGroup("tenants", help="Create tenants.")
+tenants_cli = AppGroup("tenants", help="Create tenants and set their webhooks.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
+workflows_cli = AppGroup("workflows", help="Deliver workflow events and report on them.")
 
 DEMO_SLUG = "demo"
 TENANT_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the same rule as schema.sql's CHECK
@@ -35,6 +40,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(serve_command)
     app.cli.add_command(tenants_cli)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(workflows_cli)
 
 
 def fail(message: str) -> None:
@@ -80,6 +86,84 @@ def create_tenant_command(slug: str, name: str | None) -> None:
     tenant = run_sql(lambda conn: conn.execute(
         queries["insert-tenant"], {"slug": slug, "name": name or slug}).fetchone())
     click.echo(f"Tenant {tenant['slug']} created (id {tenant['id']}).")
+
+
+@tenants_cli.command("set-webhook")
+@click.argument("slug")
+@click.argument("url", required=False)
+@click.option("--rotate-secret", is_flag=True, help="Replace the signing secret (printed once).")
+@click.option("--disable", is_flag=True, help="Stop sending; the URL and secret are kept.")
+def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable: bool) -> None:
+    """Send tenant SLUG's workflow events to URL (default: the URL already set).
+
+    The first URL gets a signing secret, printed alone on the last line; it is
+    shown only then and after --rotate-secret.
+    """
+    if disable and (url or rotate_secret):
+        fail("--disable takes no URL and no --rotate-secret.")
+
+    def update(conn: psycopg.Connection) -> tuple[dict, str | None]:
+        tenant = conn.execute(queries["select-tenant-webhook"], {"slug": slug}).fetchone()
+        if tenant is None:
+            fail(f"No tenant {slug!r}.")
+        target = url or tenant["webhook_url"]
+        if target is None:
+            fail(f"Tenant {slug} has no webhook URL yet: give one.")
+        if not disable:
+            try:
+                webhooks.check_destination(target, current_app.config["WEBHOOK_ALLOW_PRIVATE"])
+            except webhooks.DestinationRefused as exc:
+                fail(str(exc))
+        secret = webhooks.new_secret() if rotate_secret or tenant["webhook_secret"] is None else None
+        conn.execute(queries["update-tenant-webhook"],
+                     {"id": tenant["id"], "url": target, "secret": secret, "enabled": not disable})
+        return {**tenant, "webhook_url": target}, secret
+
+    tenant, secret = run_sql(update)
+    if disable:
+        click.echo(f"Webhook of {slug} disabled; its pending events wait until it is set again.")
+        return
+    click.echo(f"Workflow events of {slug} go to {tenant['webhook_url']}.")
+    if secret is None:
+        click.echo("The signing secret is unchanged.")
+    else:
+        click.echo("Signing secret (shown once; receivers verify webhook-signature with it):")
+        click.echo(secret)
+
+
+@workflows_cli.command("run")
+@click.option("--threads", type=int, default=None,
+              help="Deliveries at once [default: CONTACTSYNC_WEBHOOK_CONCURRENCY, 4].")
+def run_workflows_command(threads: int | None) -> None:
+    """Deliver workflow events until SIGTERM or SIGINT (several may run at once)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = current_app.config
+    threads = threads or config["WEBHOOK_CONCURRENCY"]
+    current_app.extensions["contactsync.pool"].close()  # sized for requests; the threads get theirs
+    pool = create_pool(config["RESOLVED_DATABASE_URL"],
+                       {**config, "DB_POOL_MIN": 1, "DB_POOL_MAX": threads})
+    click.echo(f"Dispatcher delivering workflow events with {threads} threads.")
+    try:
+        run_until_signalled(pool, settings_from_config(config), threads)
+    finally:
+        pool.close()
+    click.echo("Dispatcher stopped.")
+
+
+@workflows_cli.command("status")
+@click.argument("slug", required=False)
+def workflows_status_command(slug: str | None) -> None:
+    """Print pending, delivered and dead event counts per tenant (or for SLUG)."""
+    rows = run_sql(lambda conn: count_events(conn, slug))
+    if slug is not None and not rows:
+        fail(f"No tenant {slug!r}.")
+    click.echo(f"{'tenant':<20} {'pending':>8} {'delivered':>10} {'dead':>6}  webhook")
+    for row in rows:
+        webhook = row["webhook_url"] or "none"
+        if row["webhook_url"] and not row["webhook_enabled"]:
+            webhook += " (disabled)"
+        click.echo(f"{row['slug']:<20} {row['pending']:>8} {row['delivered']:>10} {row['dead']:>6}"
+                   f"  {webhook}")
 
 
 @tokens_cli.command("create")
@@ -150,7 +234,7 @@ def print_welcome(base_url: str, token: str | None) -> None:
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True)
 @click.option("--workers", envvar="WEB_CONCURRENCY", default=2, type=int, show_default=True)
 def serve_command(host: str, port: int, workers: int) -> None:
-    """Apply the schema, make sure a tenant exists, and run gunicorn until stopped."""
+    """Apply the schema, make sure a tenant exists, run gunicorn and the dispatcher until stopped."""
     with get_conn() as conn:
         apply_schema(conn)
         with conn.transaction():
@@ -159,16 +243,50 @@ def serve_command(host: str, port: int, workers: int) -> None:
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print_welcome(f"http://{shown_host}:{port}", token)
-    # The workers reach the same database, embedded or not, through DATABASE_URL.
+    # The workers and the dispatcher reach the same database, embedded or not,
+    # through DATABASE_URL.
     env = {**os.environ, "DATABASE_URL": current_app.config["RESOLVED_DATABASE_URL"]}
     gunicorn = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
          "--workers", str(workers), "--access-logfile", "-", "wsgi:app"],
         env=env)
-    signal.signal(signal.SIGTERM, lambda *_: gunicorn.terminate())
-    try:
-        code = gunicorn.wait()
-    except KeyboardInterrupt:  # Ctrl-C reached gunicorn too; let it finish
-        code = gunicorn.wait()
+    dispatcher = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "workflows", "run"], env=env)
+    children = (gunicorn, dispatcher)
+    # A list, not an Event: a handler that takes a lock deadlocks when a second
+    # signal lands while the first one holds it.
+    stop_requested: list[int] = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        # Ctrl-C reaches the whole process group, children included; passing it
+        # on as SIGTERM also covers a signal sent to this process alone.
+        stop_requested.append(signum)
+        terminate(children)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = wait_for_first_exit(children)
+    terminate(children)  # one stopped, so stop the other
+    for child in children:
+        child.wait()
     # Leaving now stops the embedded PostgreSQL (if this process started it).
-    sys.exit(code if code > 0 else 0)
+    # Asked to stop, a child that was still starting may not exit 0: that is no failure.
+    if stop_requested:
+        sys.exit(0)
+    sys.exit(1 if code < 0 else code)  # a child killed by a signal failed too
+
+
+def wait_for_first_exit(children: tuple[subprocess.Popen, ...]) -> int:
+    """Wait until any child exits; return its exit status."""
+    while True:
+        for child in children:
+            if child.poll() is not None:
+                return child.returncode
+        time.sleep(0.2)
+
+
+def terminate(children: tuple[subprocess.Popen, ...]) -> None:
+    """Ask every child that still runs to stop."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()

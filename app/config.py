@@ -19,6 +19,30 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) 
     return value
 
 
+def _seconds_list(environ: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Read comma-separated seconds (`5,300,1800`), failing at start-up on anything else."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if any(not 0 <= value <= 7 * 86400 for value in values):
+        raise ValueError(f"{name} values must be 0 to 604800 seconds, got {raw!r}")
+    return values
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: 1, true or yes (any case) means yes."""
+    return environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+# After a failed attempt, wait this long before the next: 8 attempts over
+# about 27 hours, the schedule Standard Webhooks senders commonly use.
+DEFAULT_WEBHOOK_BACKOFF = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
 def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from the environment."""
     env = os.environ if environ is None else environ
@@ -34,4 +58,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "STATEMENT_TIMEOUT_MS": _int(env, "CONTACTSYNC_STATEMENT_TIMEOUT_MS", 30_000, minimum=0),
         "LOCK_TIMEOUT_MS": _int(env, "CONTACTSYNC_LOCK_TIMEOUT_MS", 10_000, minimum=0),
         "TX_ATTEMPTS": _int(env, "CONTACTSYNC_TX_ATTEMPTS", 5, minimum=1),
+        "WEBHOOK_BACKOFF": _seconds_list(env, "CONTACTSYNC_WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF),
+        "WEBHOOK_TIMEOUT": _int(env, "CONTACTSYNC_WEBHOOK_TIMEOUT", 10, minimum=1),
+        "WEBHOOK_ALLOW_PRIVATE": _flag(env, "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE"),
+        "WEBHOOK_CONCURRENCY": _int(env, "CONTACTSYNC_WEBHOOK_CONCURRENCY", 4, minimum=1),
     }

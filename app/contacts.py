@@ -23,6 +23,7 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from app.outbox import enqueue_contact_events
 from app.schemas import bulk_request_schema, contact_row_schema
 from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Contact, RowOutcome, plan_upsert
 
@@ -104,7 +105,7 @@ def bulk_upsert(max_rows: int, always_atomic: bool):
     atomic = always_atomic or options["atomic"]
 
     valid, invalid = validate_rows(rows)
-    outcomes = write_rows(rows, valid, invalid, atomic) if valid else []
+    outcomes = write_rows(rows, valid, invalid, atomic, options["run_workflow"]) if valid else []
     if atomic and invalid:  # only when no row was valid: write_rows raises otherwise
         raise ValidationFailed(details={"failures": invalid})
     failures = all_failures(rows, invalid, outcomes)
@@ -125,11 +126,13 @@ def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
 
 
 def write_rows(rows: list[Any], valid: list[tuple[int, dict]], invalid: list[dict],
-               atomic: bool) -> list[RowOutcome]:
+               atomic: bool, run_workflow: bool) -> list[RowOutcome]:
     """Run the engine for the caller's tenant in one transaction, retried on races.
 
     In all-or-nothing mode the rows are matched first, so that the 400 lists
     conflicts as well as invalid rows, and the transaction is rolled back.
+    With `run_workflow` the contacts written get their events in the same
+    transaction, so an event exists exactly when its change was committed.
     """
     tenant_id = g.principal.tenant_id
 
@@ -140,6 +143,8 @@ def write_rows(rows: list[Any], valid: list[tuple[int, dict]], invalid: list[dic
         if atomic and (invalid or batch.failed):
             raise ValidationFailed(details={"failures": all_failures(rows, invalid, batch.outcomes)})
         batch.write(conn)
+        if run_workflow:
+            enqueue_contact_events(conn, tenant_id, batch.written)
         return batch.outcomes
 
     with get_conn() as conn:

@@ -173,9 +173,14 @@ class Batch:
     def failed(self) -> list[RowOutcome]:
         return [o for o in self.outcomes if o.status == FAILED]
 
+    @property
+    def written(self) -> list[Contact]:
+        """The contacts the batch creates or changes (each has its id once written)."""
+        return [c for c in self.contacts if c.changed_fields]
+
     def write(self, conn: psycopg.Connection) -> None:
         """Write the net result: changed existing contacts, then new ones."""
-        changed = [c for c in self.contacts if c.id is not None and c.changed_fields]
+        changed = [c for c in self.written if c.id is not None]
         new = sorted((c for c in self.contacts if c.id is None),
                      key=lambda c: (c.external_id or "", c.email or ""))
         if (changed or new) and not self.exclusive:

@@ -18,6 +18,7 @@ from app import create_app
 from app.auth import create_token
 from app.db import apply_schema
 from app.sql import queries
+from tests.receiver import Receiver
 from tests.support import auth_headers
 
 
@@ -119,3 +120,23 @@ def tenant(make_tenant: Callable[..., dict]) -> dict:
 def headers(tenant: dict, make_token: Callable[..., str]) -> dict[str, str]:
     """Authorization for tenant `acme` with read and write scopes."""
     return auth_headers(make_token(tenant))
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real webhook receiver on 127.0.0.1."""
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def make_webhook(make_app: Callable[..., Flask]) -> Callable[[dict, str], str]:
+    """Point a tenant's webhook at `url` with the CLI (loopback allowed); return its secret."""
+    runner = make_app(WEBHOOK_ALLOW_PRIVATE=True).test_cli_runner()
+
+    def build(tenant: dict, url: str) -> str:
+        result = runner.invoke(args=["tenants", "set-webhook", tenant["slug"], url])
+        assert result.exit_code == 0, result.output
+        return result.output.strip().splitlines()[-1]
+
+    return build

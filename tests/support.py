@@ -34,3 +34,10 @@ def in_app_transaction(app: Flask, work: Callable[[psycopg.Connection], Any]) ->
     """Run work(conn) on one of the app's pooled connections, in a transaction."""
     with app.app_context(), get_conn() as conn, conn.transaction():
         return work(conn)
+
+
+def stored_events(db: psycopg.Connection, tenant_id: int) -> list[dict]:
+    """Every workflow event of a tenant, in the order written."""
+    return db.execute(
+        "SELECT event_id, type, contact_id, contact, changed_fields, status, attempts, last_error"
+        " FROM webhook_events WHERE tenant_id = %s ORDER BY id", (tenant_id,)).fetchall()

@@ -1,5 +1,6 @@
 """End to end: a real gunicorn on 127.0.0.1, and the launcher behind `make run`."""
 
+import json
 import os
 import re
 import shlex
@@ -102,12 +103,14 @@ def test_hostile_bodies_are_refused_and_the_workers_keep_serving(gunicorn, tenan
         assert requests.get(f"{gunicorn}/health", timeout=5).status_code == 200
 
 
-def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path):
+def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path, receiver):
     """`flask --app app serve` on an empty data dir: embedded PostgreSQL, demo
-    tenant, a printed curl that works; Ctrl-C stops everything; data is kept."""
+    tenant, a printed curl that works, a workflow dispatcher beside gunicorn
+    that delivers; Ctrl-C stops everything; data is kept."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"CONTACTSYNC_DATA_DIR": str(tmp_path / "data"), "PORT": str(port)})
+    env.update({"CONTACTSYNC_DATA_DIR": str(tmp_path / "data"), "PORT": str(port),
+                "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE": "1"})
 
     def launch() -> subprocess.Popen:
         process = subprocess.Popen(
@@ -133,6 +136,19 @@ def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path):
     try:
         completed = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=30)
         assert '"createdCount":1' in completed.stdout.replace(" ", "")
+        # The dispatcher beside gunicorn delivers a workflow event.
+        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "tenants", "set-webhook", "demo",
+                        receiver.url], cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
+        changed = requests.post(f"http://127.0.0.1:{port}/contacts/bulk-update", timeout=30,
+                                headers={"Authorization": f"Bearer {token}"},
+                                json={"contacts": [{"externalId": "crm-1", "firstName": "Al"}],
+                                      "runWorkflow": True})
+        assert changed.json()["data"]["updatedCount"] == 1
+        [event] = receiver.wait_for(1, timeout=30)
+        assert json.loads(event.body)["data"]["changedFields"] == ["firstName"]
     finally:
         stop(second, signal.SIGINT)
-    assert "cs_" not in second.stdout.read()  # data was reused: no second demo tenant
+    assert second.returncode == 0
+    output = second.stdout.read()
+    assert "cs_" not in output  # data was reused: no second demo tenant
+    assert "Dispatcher stopped." in output

@@ -1,0 +1,118 @@
+"""The workflow dispatcher behind `flask --app app workflows run`.
+
+Each of its threads repeats: claim one due event (a lease, in one short
+statement), deliver it with no transaction open, settle it. Any number of
+dispatchers, on any machines, may run against one database: SKIP LOCKED keeps
+them off each other's events, and an event whose dispatcher died is due again
+when its lease runs out. Delivery is therefore at least once; receivers drop
+repeats by `webhook-id`.
+"""
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from app import webhooks
+from app.outbox import ClaimedEvent, claim_due_event, settle_event
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """How the dispatcher sends: the retry schedule, the per-attempt timeout, the address rule."""
+
+    backoff: Sequence[float]  # seconds before attempt 2, 3, ...; then the event is dead
+    timeout: float
+    allow_private: bool
+    poll_seconds: float = IDLE_POLL_SECONDS
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim lasts: twice the attempt's bound, so a live
+        dispatcher settles before its lease runs out."""
+        return 2 * self.timeout
+
+    def retry_in(self, attempts: int) -> float | None:
+        """Seconds until the next attempt after `attempts` failed ones; None: give up."""
+        return self.backoff[attempts - 1] if attempts <= len(self.backoff) else None
+
+
+def settings_from_config(config: dict) -> DispatchSettings:
+    """The dispatcher settings of an app's config."""
+    return DispatchSettings(backoff=config["WEBHOOK_BACKOFF"], timeout=config["WEBHOOK_TIMEOUT"],
+                            allow_private=config["WEBHOOK_ALLOW_PRIVATE"])
+
+
+def attempt(event: ClaimedEvent, settings: DispatchSettings) -> webhooks.DeliveryResult:
+    """Send one attempt of a claimed event."""
+    body = webhooks.event_body(event.type, webhooks.iso_timestamp(event.created_at),
+                               event.tenant_slug, event.contact, event.changed_fields)
+    return webhooks.deliver(event.webhook_url, event.webhook_secret, event.event_id, body,
+                            timeout=settings.timeout, allow_private=settings.allow_private)
+
+
+def dispatch_one(pool: ConnectionPool, settings: DispatchSettings) -> bool:
+    """Claim, deliver and settle one due event; False when none was due."""
+    with pool.connection() as conn:
+        event = claim_due_event(conn, settings.lease_seconds)
+    if event is None:
+        return False
+    result = attempt(event, settings)  # no connection held while the receiver answers
+    retry_in = None if result.ok else settings.retry_in(event.attempts)
+    with pool.connection() as conn:
+        settle_event(conn, event, delivered=result.ok, error=result.error, retry_in=retry_in)
+    if result.ok:
+        log.info("delivered %s (%s) to tenant %s", event.event_id, event.type, event.tenant_slug)
+    else:
+        outcome = "dead" if retry_in is None else f"retry in {retry_in:g} s"
+        log.warning("attempt %d of %s failed: %s; %s", event.attempts, event.event_id, result.error,
+                    outcome)
+    return True
+
+
+def run_loop(pool: ConnectionPool, settings: DispatchSettings, stop: threading.Event) -> None:
+    """Dispatch until `stop` is set; database trouble is waited out, not fatal."""
+    while not stop.is_set():
+        try:
+            busy = dispatch_one(pool, settings)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            log.warning("database unavailable, dispatcher waits: %s", type(exc).__name__)
+            busy = False
+        except Exception:  # a bug: log it, keep the other events moving
+            log.exception("dispatcher error")
+            busy = False
+        if not busy:
+            stop.wait(settings.poll_seconds)
+
+
+def run_until_signalled(pool: ConnectionPool, settings: DispatchSettings, threads: int) -> None:
+    """Run `threads` dispatch loops until SIGTERM or SIGINT; return when all have finished.
+
+    A thread that is sending when the signal comes finishes that attempt
+    (bounded by the timeout) and settles it first.
+    """
+    # The handler only appends to a list: one that set the Event itself would
+    # take its lock, and deadlock when a second signal lands while the first
+    # holds it (Ctrl-C, then the SIGTERM `serve` passes on).
+    signals_received: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: signals_received.append(received))
+    stop = threading.Event()
+    workers = [threading.Thread(target=run_loop, args=(pool, settings, stop),
+                                name=f"dispatcher-{n}", daemon=True) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    while not signals_received:
+        time.sleep(0.2)  # a signal cuts the sleep short, and its handler runs here
+    stop.set()
+    for worker in workers:
+        worker.join()

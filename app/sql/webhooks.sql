@@ -1,0 +1,92 @@
+-- Statements of the workflow outbox (app/outbox.py) and of the tenants'
+-- webhook settings (app/cli.py).
+
+-- name: insert-contact-events
+-- One event per contact a runWorkflow batch wrote, in the batch's own
+-- transaction and after its writes, so each event carries the contact as the
+-- request left it. Timestamps are UTC with microseconds and a Z, whatever the
+-- session's time zone (webhooks.iso_timestamp writes the same form). Parallel arrays: contact ids, event types, and the changed
+-- field names joined by commas (unnest would flatten an array of arrays).
+-- The join on tenants writes nothing while the tenant has no enabled webhook:
+-- there is nobody to tell.
+INSERT INTO webhook_events (tenant_id, event_id, type, contact_id, contact, changed_fields)
+SELECT c.tenant_id, 'msg_' || replace(gen_random_uuid()::text, '-', ''), r.type, c.id,
+       json_build_object('id', c.id, 'externalId', c.external_id, 'email', c.email,
+                         'firstName', c.first_name, 'lastName', c.last_name, 'phone', c.phone,
+                         'locale', c.locale, 'optIn', c.opt_in, 'attributes', c.attributes,
+                         'createdAt', to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                         'updatedAt', to_char(c.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+       string_to_array(r.changed_fields, ',')
+FROM unnest(%(contact_ids)b::bigint[], %(types)b::text[], %(changed_fields)b::text[])
+     AS r (contact_id, type, changed_fields)
+JOIN contacts AS c ON c.tenant_id = %(tenant_id)s AND c.id = r.contact_id
+JOIN tenants AS t ON t.id = c.tenant_id AND t.webhook_enabled
+ORDER BY c.id;
+
+-- name: claim-due-event
+-- Claim the oldest due event of a tenant whose webhook is enabled, in one
+-- short autocommit statement: SKIP LOCKED lets dispatchers claim side by side,
+-- and the claim is a lease (next_attempt_at moves one lease ahead), not a
+-- transaction held open across the delivery. The attempt is counted here, so
+-- an event that kills its dispatcher still runs out of attempts.
+WITH due AS (
+    SELECT e.tenant_id, e.id
+    FROM webhook_events AS e
+    JOIN tenants AS t ON t.id = e.tenant_id
+    WHERE e.status = 'pending' AND e.next_attempt_at <= now() AND t.webhook_enabled
+    ORDER BY e.next_attempt_at, e.id
+    LIMIT 1
+    FOR UPDATE OF e SKIP LOCKED
+)
+UPDATE webhook_events AS e
+SET attempts = e.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %(lease_seconds)s),
+    lease_id = %(lease_id)s
+FROM due, tenants AS t
+WHERE e.tenant_id = due.tenant_id AND e.id = due.id AND t.id = due.tenant_id
+RETURNING e.tenant_id, e.id, e.event_id, e.type, e.contact::text AS contact, e.changed_fields,
+          e.created_at, e.attempts, t.slug AS tenant_slug, t.webhook_url, t.webhook_secret;
+
+-- name: mark-event-delivered
+-- The receiver answered 2xx. Only the holder of the current lease records.
+UPDATE webhook_events
+SET status = 'delivered', finished_at = now(), lease_id = NULL, last_error = NULL
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s AND lease_id = %(lease_id)s;
+
+-- name: reschedule-event
+-- The attempt failed and the schedule has another: due again after the backoff.
+UPDATE webhook_events
+SET next_attempt_at = now() + make_interval(secs => %(retry_in_seconds)s),
+    lease_id = NULL, last_error = %(error)s
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s AND lease_id = %(lease_id)s;
+
+-- name: mark-event-dead
+-- The last attempt of the schedule failed: kept for the operator, never sent again.
+UPDATE webhook_events
+SET status = 'dead', finished_at = now(), lease_id = NULL, last_error = %(error)s
+WHERE tenant_id = %(tenant_id)s AND id = %(id)s AND lease_id = %(lease_id)s;
+
+-- name: count-events-by-tenant
+-- `workflows status`: events per state for every tenant, or one (slug given).
+SELECT t.slug, t.webhook_url, t.webhook_enabled,
+       count(e.id) FILTER (WHERE e.status = 'pending') AS pending,
+       count(e.id) FILTER (WHERE e.status = 'delivered') AS delivered,
+       count(e.id) FILTER (WHERE e.status = 'dead') AS dead
+FROM tenants AS t
+LEFT JOIN webhook_events AS e ON e.tenant_id = t.id
+WHERE %(slug)s::text IS NULL OR t.slug = %(slug)s::text
+GROUP BY t.id
+ORDER BY t.slug;
+
+-- name: select-tenant-webhook
+SELECT id, slug, webhook_url, webhook_secret, webhook_enabled
+FROM tenants
+WHERE slug = %(slug)s;
+
+-- name: update-tenant-webhook
+-- Set a tenant's webhook; a NULL secret keeps the stored one.
+UPDATE tenants
+SET webhook_url = %(url)s,
+    webhook_secret = coalesce(%(secret)s, webhook_secret),
+    webhook_enabled = %(enabled)s
+WHERE id = %(id)s;

@@ -1,0 +1,185 @@
+"""Webhook delivery the Standard Webhooks way: secrets, signatures, safe destinations, one POST.
+
+A receiver verifies `webhook-signature` = `v1,` + base64 HMAC-SHA256 of
+`{webhook-id}.{webhook-timestamp}.{body}`, keyed with the base64-decoded part
+of its `whsec_` secret. Destinations must be http(s) and, unless the operator
+opts in, resolve only to public addresses: a tenant must not be able to make
+contactsync POST into the network it runs in. The check runs when the URL is
+set and again at every delivery, and the connection goes to the very address
+that was checked, so a DNS answer that changes in between cannot slip past.
+"""
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import secrets
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+USER_AGENT = "contactsync-webhooks/1"
+MAX_RESPONSE_BYTES = 64 * 1024  # read (and drop) this much of an answer, no more
+
+
+class DestinationRefused(ValueError):
+    """A webhook URL that contactsync will not send to, with the reason for a person."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A checked webhook URL and the address to connect to."""
+
+    scheme: str
+    host: str
+    port: int
+    target: str  # path and query, as sent in the request line
+    address: str
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """How one attempt ended: `ok` for a 2xx, else a short reason."""
+
+    ok: bool
+    error: str | None = None
+
+
+def new_secret() -> str:
+    """A fresh signing secret: `whsec_` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value for one attempt."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
+
+
+def signed_headers(secret: str, event_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    """The headers of one attempt: the id is the event's, the timestamp this attempt's."""
+    timestamp = int(time.time() if now is None else now)
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, event_id, timestamp, body),
+    }
+
+
+def iso_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a Z: the one form timestamps are sent in."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_body(event_type: str, created_at_iso: str, tenant_slug: str, contact_json: str,
+               changed_fields: list[str]) -> bytes:
+    """The JSON body of an event (the same bytes on every attempt)."""
+    return json.dumps({
+        "type": event_type,
+        "timestamp": created_at_iso,
+        "data": {"tenant": tenant_slug, "contact": json.loads(contact_json),
+                 "changedFields": changed_fields},
+    }, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def check_destination(url: str, allow_private: bool) -> Destination:
+    """Parse and resolve a webhook URL; refuse what contactsync must not send to."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DestinationRefused("A webhook URL must be http:// or https:// with a host.")
+    if parts.username is not None or parts.password is not None:
+        raise DestinationRefused("A webhook URL must not carry a user name or password.")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise DestinationRefused("The webhook URL's port is not a number from 1 to 65535.") from None
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise DestinationRefused(f"The host {parts.hostname!r} does not resolve.") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not allow_private:
+        for address in addresses:
+            if not ipaddress.ip_address(address.split("%")[0]).is_global:
+                raise DestinationRefused(
+                    f"{parts.hostname} resolves to {address}, a private, loopback or link-local"
+                    " address (set CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE=1 to allow it).")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Destination(parts.scheme, parts.hostname, port, target, addresses[0])
+
+
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a checked address, with the URL's host in the Host header."""
+
+    def __init__(self, destination: Destination, timeout: float) -> None:
+        super().__init__(destination.host, destination.port, timeout=timeout)
+        self.address = destination.address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class PinnedHTTPSConnection(PinnedHTTPConnection):
+    """HTTPS to a checked address; the certificate must match the URL's host."""
+
+    tls = ssl.create_default_context()
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.host)
+
+
+def post(destination: Destination, body: bytes, headers: dict[str, str], timeout: float) -> DeliveryResult:
+    """POST once; the whole attempt (connect, send, answer) ends within `timeout` seconds."""
+    connection_class = PinnedHTTPSConnection if destination.scheme == "https" else PinnedHTTPConnection
+    connection = connection_class(destination, timeout)
+    # Socket timeouts bound each read, not their sum: a receiver trickling
+    # bytes is cut off at the deadline by shutting the socket down.
+    expired = threading.Event()
+    deadline = threading.Timer(timeout, cut_off, args=(connection, expired))
+    deadline.start()
+    try:
+        connection.request("POST", destination.target, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(MAX_RESPONSE_BYTES)
+        if 200 <= response.status < 300:
+            return DeliveryResult(ok=True)
+        return DeliveryResult(ok=False, error=f"HTTP {response.status}")
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set() or isinstance(exc, TimeoutError):
+            return DeliveryResult(ok=False, error=f"no answer within {timeout:g} s")
+        return DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+    finally:
+        deadline.cancel()
+        connection.close()
+
+
+def cut_off(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """At the deadline: note it, and unblock the connection's pending read or write."""
+    expired.set()
+    sock = connection.sock  # read once: the sending thread may be closing it
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: nothing to unblock
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def deliver(url: str, secret: str, event_id: str, body: bytes, *, timeout: float,
+            allow_private: bool) -> DeliveryResult:
+    """Check the destination again, sign this attempt and send it."""
+    try:
+        destination = check_destination(url, allow_private)
+    except DestinationRefused as exc:
+        return DeliveryResult(ok=False, error=f"refused: {exc}")
+    return post(destination, body, signed_headers(secret, event_id, body), timeout)
