@@ -103,7 +103,7 @@ def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable
         fail("--disable takes no URL and no --rotate-secret.")
 
     def update(conn: psycopg.Connection) -> tuple[dict, str | None]:
-        tenant = conn.execute(queries["select-tenant-webhook"], {"slug": slug}).fetchone()
+        tenant = conn.execute(queries["lock-tenant-webhook"], {"slug": slug}).fetchone()
         if tenant is None:
             fail(f"No tenant {slug!r}.")
         target = url or tenant["webhook_url"]
@@ -117,6 +117,8 @@ def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable
         secret = webhooks.new_secret() if rotate_secret or tenant["webhook_secret"] is None else None
         conn.execute(queries["update-tenant-webhook"],
                      {"id": tenant["id"], "url": target, "secret": secret, "enabled": not disable})
+        conn.execute(queries["park-pending-events" if disable else "unpark-pending-events"],
+                     {"tenant_id": tenant["id"]})
         return {**tenant, "webhook_url": target}, secret
 
     tenant, secret = run_sql(update)

@@ -5,7 +5,8 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0,
+         maximum: int | None = None) -> int:
     """Read a whole number, failing at start-up (not per request) when it is not one."""
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
@@ -16,6 +17,8 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) 
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -59,7 +62,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOCK_TIMEOUT_MS": _int(env, "CONTACTSYNC_LOCK_TIMEOUT_MS", 10_000, minimum=0),
         "TX_ATTEMPTS": _int(env, "CONTACTSYNC_TX_ATTEMPTS", 5, minimum=1),
         "WEBHOOK_BACKOFF": _seconds_list(env, "CONTACTSYNC_WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF),
-        "WEBHOOK_TIMEOUT": _int(env, "CONTACTSYNC_WEBHOOK_TIMEOUT", 10, minimum=1),
+        # At most 20: a claim's lease is the timeout + 5 s, and a dead dispatcher's
+        # events must be out again within 30 s.
+        "WEBHOOK_TIMEOUT": _int(env, "CONTACTSYNC_WEBHOOK_TIMEOUT", 10, minimum=1, maximum=20),
         "WEBHOOK_ALLOW_PRIVATE": _flag(env, "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE"),
         "WEBHOOK_CONCURRENCY": _int(env, "CONTACTSYNC_WEBHOOK_CONCURRENCY", 4, minimum=1),
     }

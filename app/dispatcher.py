@@ -24,6 +24,7 @@ from app.outbox import ClaimedEvent, claim_due_event, settle_event
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
+LEASE_MARGIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,13 @@ class DispatchSettings:
 
     @property
     def lease_seconds(self) -> float:
-        """How long a claim lasts: twice the attempt's bound, so a live
-        dispatcher settles before its lease runs out."""
-        return 2 * self.timeout
+        """How long a claim lasts: the attempt's bound (name lookup included)
+        and a margin to settle it, so a live dispatcher settles in time."""
+        return self.timeout + LEASE_MARGIN_SECONDS
+
+    @property
+    def max_attempts(self) -> int:
+        return 1 + len(self.backoff)
 
     def retry_in(self, attempts: int) -> float | None:
         """Seconds until the next attempt after `attempts` failed ones; None: give up."""
@@ -53,11 +58,16 @@ def settings_from_config(config: dict) -> DispatchSettings:
 
 
 def attempt(event: ClaimedEvent, settings: DispatchSettings) -> webhooks.DeliveryResult:
-    """Send one attempt of a claimed event."""
-    body = webhooks.event_body(event.type, webhooks.iso_timestamp(event.created_at),
-                               event.tenant_slug, event.contact, event.changed_fields)
-    return webhooks.deliver(event.webhook_url, event.webhook_secret, event.event_id, body,
-                            timeout=settings.timeout, allow_private=settings.allow_private)
+    """Send one attempt of a claimed event; a bug on the way fails the attempt, not the loop,
+    so the event still moves along its schedule."""
+    try:
+        body = webhooks.event_body(event.type, webhooks.iso_timestamp(event.created_at),
+                                   event.tenant_slug, event.contact, event.changed_fields)
+        return webhooks.deliver(event.webhook_url, event.webhook_secret, event.event_id, body,
+                                timeout=settings.timeout, allow_private=settings.allow_private)
+    except Exception as exc:
+        log.exception("attempt of %s failed on our side", event.event_id)
+        return webhooks.DeliveryResult(ok=False, error=f"internal error: {type(exc).__name__}")
 
 
 def dispatch_one(pool: ConnectionPool, settings: DispatchSettings) -> bool:
@@ -66,7 +76,12 @@ def dispatch_one(pool: ConnectionPool, settings: DispatchSettings) -> bool:
         event = claim_due_event(conn, settings.lease_seconds)
     if event is None:
         return False
-    result = attempt(event, settings)  # no connection held while the receiver answers
+    if event.attempts > settings.max_attempts:
+        # Earlier claims never settled: their dispatchers died mid-attempt, as
+        # an event that kills its sender would make them do forever.
+        result = webhooks.DeliveryResult(ok=False, error="attempts used up by dispatchers that stopped")
+    else:
+        result = attempt(event, settings)  # no connection held while the receiver answers
     retry_in = None if result.ok else settings.retry_in(event.attempts)
     with pool.connection() as conn:
         settle_event(conn, event, delivered=result.ok, error=result.error, retry_in=retry_in)

@@ -21,6 +21,7 @@ import socket
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -28,7 +29,6 @@ from urllib.parse import urlsplit
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 USER_AGENT = "contactsync-webhooks/1"
-MAX_RESPONSE_BYTES = 64 * 1024  # read (and drop) this much of an answer, no more
 
 
 class DestinationRefused(ValueError):
@@ -94,8 +94,12 @@ def event_body(event_type: str, created_at_iso: str, tenant_slug: str, contact_j
     }, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def check_destination(url: str, allow_private: bool) -> Destination:
-    """Parse and resolve a webhook URL; refuse what contactsync must not send to."""
+def check_destination(url: str, allow_private: bool, timeout: float | None = None) -> Destination:
+    """Parse and resolve a webhook URL (within `timeout` seconds); refuse what
+    contactsync must not send to."""
+    if not url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise DestinationRefused("A webhook URL must be ASCII without spaces: percent-encode"
+                                 " the path and write an international host name in punycode.")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DestinationRefused("A webhook URL must be http:// or https:// with a host.")
@@ -105,19 +109,46 @@ def check_destination(url: str, allow_private: bool) -> Destination:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise DestinationRefused("The webhook URL's port is not a number from 1 to 65535.") from None
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise DestinationRefused(f"The host {parts.hostname!r} does not resolve.") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = resolve(parts.hostname, port, timeout)
     if not allow_private:
         for address in addresses:
-            if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            if not is_public(ipaddress.ip_address(address.split("%")[0])):
                 raise DestinationRefused(
-                    f"{parts.hostname} resolves to {address}, a private, loopback or link-local"
-                    " address (set CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE=1 to allow it).")
+                    f"{parts.hostname} resolves to {address}, a private, loopback, link-local or"
+                    " otherwise non-public address (set CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE=1 to allow it).")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Destination(parts.scheme, parts.hostname, port, target, addresses[0])
+
+
+# getaddrinfo cannot be interrupted, so lookups run on these threads: a slow
+# name server then costs an attempt its deadline, not a dispatcher its thread.
+RESOLVERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-dns")
+
+
+def resolve(host: str, port: int, timeout: float | None) -> list[str]:
+    """The addresses `host` resolves to; TimeoutError when that takes over `timeout` seconds."""
+    lookup = RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = lookup.result(timeout=timeout)
+    except (socket.gaierror, UnicodeError):
+        raise DestinationRefused(f"The host {host!r} does not resolve.") from None
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits (RFC 6052 NAT64).
+NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A unicast address on the public internet, also through any IPv4 address an
+    IPv6 one embeds (mapped, 6to4, Teredo, NAT64), since a gateway may route it there."""
+    if address.version == 6:
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if any(address in prefix for prefix in NAT64_PREFIXES):
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if address.is_site_local or any(ip is not None and not is_public(ip) for ip in embedded):
+            return False
+    return address.is_global and not address.is_multicast
 
 
 class PinnedHTTPConnection(http.client.HTTPConnection):
@@ -152,14 +183,15 @@ def post(destination: Destination, body: bytes, headers: dict[str, str], timeout
     deadline.start()
     try:
         connection.request("POST", destination.target, body=body, headers=headers)
+        # The status decides; the body is not read (the connection is closed
+        # after each attempt), so a slow body cannot hold the attempt up.
         response = connection.getresponse()
-        response.read(MAX_RESPONSE_BYTES)
         if 200 <= response.status < 300:
             return DeliveryResult(ok=True)
         return DeliveryResult(ok=False, error=f"HTTP {response.status}")
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: what http.client refuses
         if expired.is_set() or isinstance(exc, TimeoutError):
-            return DeliveryResult(ok=False, error=f"no answer within {timeout:g} s")
+            return DeliveryResult(ok=False, error="timed out")
         return DeliveryResult(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
     finally:
         deadline.cancel()
@@ -177,9 +209,13 @@ def cut_off(connection: http.client.HTTPConnection, expired: threading.Event) ->
 
 def deliver(url: str, secret: str, event_id: str, body: bytes, *, timeout: float,
             allow_private: bool) -> DeliveryResult:
-    """Check the destination again, sign this attempt and send it."""
+    """Check the destination again, sign this attempt and send it, all within `timeout`."""
+    deadline = time.monotonic() + timeout
     try:
-        destination = check_destination(url, allow_private)
+        destination = check_destination(url, allow_private, timeout)
     except DestinationRefused as exc:
         return DeliveryResult(ok=False, error=f"refused: {exc}")
-    return post(destination, body, signed_headers(secret, event_id, body), timeout)
+    except TimeoutError:
+        return DeliveryResult(ok=False, error="timed out (name lookup)")
+    remaining = max(deadline - time.monotonic(), 0.1)
+    return post(destination, body, signed_headers(secret, event_id, body), remaining)

@@ -22,10 +22,12 @@ class Received:
 
 @dataclass(frozen=True)
 class Answer:
-    """What to answer one request: a status, after `delay` seconds."""
+    """What to answer one request: a status, after `delay` seconds; with
+    `trickle`, the status line and headers one byte every quarter second."""
 
     status: int = 200
     delay: float = 0.0
+    trickle: bool = False
 
 
 class Receiver:
@@ -71,6 +73,13 @@ class Receiver:
                     receiver.arrived.notify_all()
                 time.sleep(answer.delay)
                 try:
+                    if answer.trickle:
+                        self.close_connection = True
+                        for byte in f"HTTP/1.1 {answer.status} OK\r\nContent-Length: 0\r\n\r\n".encode():
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(0.25)
+                        return
                     self.send_response(answer.status)
                     self.send_header("Content-Length", "0")
                     self.end_headers()

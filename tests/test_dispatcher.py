@@ -102,6 +102,35 @@ def test_a_failed_attempt_waits_its_backoff(app, client, headers, db, tenant, se
     assert 3500 < due_in <= 3600
 
 
+def test_an_event_whose_claims_never_settled_is_dead_once_its_attempts_are_used(
+        app, client, headers, db, tenant, secret, receiver):
+    """Dispatchers that died mid-attempt (say, on an event that kills them) used
+    up its attempts: it is not sent again, and so cannot kill another."""
+    post_bulk(client, headers, [{"externalId": "a"}], runWorkflow=True)
+    db.execute("UPDATE webhook_events SET attempts = %s", (FAST.max_attempts,))
+    assert drain(app) == 1
+    assert receiver.requests == []
+    [event] = stored_events(db, tenant["id"])
+    assert event["status"] == "dead" and "attempts used up" in event["last_error"]
+
+
+def test_a_bug_while_sending_fails_the_attempt_and_the_schedule_goes_on(app, client, headers, db,
+                                                                        tenant, secret, receiver,
+                                                                        monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("app.webhooks.deliver", broken)
+    post_bulk(client, headers, [{"externalId": "a"}], runWorkflow=True)
+    assert dispatch_one(app.extensions["contactsync.pool"], FAST)
+    [event] = stored_events(db, tenant["id"])
+    assert (event["status"], event["attempts"]) == ("pending", 1)
+    assert event["last_error"] == "internal error: RuntimeError"
+    monkeypatch.undo()
+    assert drain(app) == 1
+    assert stored_events(db, tenant["id"])[0]["status"] == "delivered"
+
+
 def test_a_private_destination_is_refused_at_delivery_without_the_opt_in(app, client, headers, db,
                                                                          tenant, secret, receiver):
     post_bulk(client, headers, [{"externalId": "a"}], runWorkflow=True)
@@ -140,10 +169,10 @@ def test_each_tenant_gets_its_own_events_signed_with_its_own_secret(app, client,
     assert not verify(secret, by_tenant["globex"].headers, by_tenant["globex"].body)
 
 
-def start_dispatcher(database_url: str, threads: int = 2) -> subprocess.Popen:
-    """The real `flask --app app workflows run`, with a 2 s attempt timeout (a 4 s lease)."""
+def start_dispatcher(database_url: str, threads: int = 2, timeout: int = 2) -> subprocess.Popen:
+    """The real `flask --app app workflows run`; its lease is `timeout` + 5 s."""
     env = {**os.environ, "DATABASE_URL": database_url, "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE": "1",
-           "CONTACTSYNC_WEBHOOK_TIMEOUT": "2", "CONTACTSYNC_WEBHOOK_BACKOFF": "1,1"}
+           "CONTACTSYNC_WEBHOOK_TIMEOUT": str(timeout), "CONTACTSYNC_WEBHOOK_BACKOFF": "1,1"}
     return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "workflows", "run",
                              "--threads", str(threads)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -173,7 +202,7 @@ def test_an_event_whose_dispatcher_was_killed_mid_delivery_is_delivered_by_the_n
         first.kill()
     second = start_dispatcher(database_url)
     try:
-        requests = receiver.wait_for(2, timeout=20)  # once the dead one's lease runs out
+        requests = receiver.wait_for(2, timeout=20)  # once the dead one's lease (7 s) runs out
         wait_until(lambda: event_statuses(db, tenant["id"]) == ["delivered"])
     finally:
         second.send_signal(signal.SIGTERM)
@@ -186,7 +215,9 @@ def test_two_dispatchers_at_once_deliver_each_event_once(database_url, client, h
                                                         secret, receiver):
     contacts = [{"externalId": f"crm-{i}"} for i in range(200)]
     post_bulk(client, headers, contacts, runWorkflow=True)
-    dispatchers = [start_dispatcher(database_url, threads=3) for _ in range(2)]
+    # A long lease, so that a thread the busy machine leaves waiting between
+    # claim and settle does not legitimately hand its event to the other.
+    dispatchers = [start_dispatcher(database_url, threads=3, timeout=20) for _ in range(2)]
     try:
         wait_until(lambda: set(event_statuses(db, tenant["id"])) == {"delivered"})
     finally:

@@ -111,10 +111,12 @@ def test_no_events_while_the_tenant_has_no_enabled_webhook(client, headers, db, 
     assert stored_events(db, tenant["id"]) == []  # no webhook set: nobody to tell
 
     runner = make_app(WEBHOOK_ALLOW_PRIVATE=True).test_cli_runner()
-    runner.invoke(args=["tenants", "set-webhook", "acme", WEBHOOK_URL])
-    runner.invoke(args=["tenants", "set-webhook", "acme", "--disable"])
+    assert runner.invoke(args=["tenants", "set-webhook", "acme", WEBHOOK_URL]).exit_code == 0
     post_bulk(client, headers, [{"externalId": "b"}], runWorkflow=True)
-    assert stored_events(db, tenant["id"]) == []
+    assert len(stored_events(db, tenant["id"])) == 1  # enabled: written
+    assert runner.invoke(args=["tenants", "set-webhook", "acme", "--disable"]).exit_code == 0
+    post_bulk(client, headers, [{"externalId": "c"}], runWorkflow=True)
+    assert [e["contact"]["externalId"] for e in stored_events(db, tenant["id"])] == ["b"]
 
 
 def test_tenants_do_not_get_each_others_events(client, headers, db, tenant, webhook, make_tenant,

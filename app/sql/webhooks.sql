@@ -78,10 +78,13 @@ WHERE %(slug)s::text IS NULL OR t.slug = %(slug)s::text
 GROUP BY t.id
 ORDER BY t.slug;
 
--- name: select-tenant-webhook
+-- name: lock-tenant-webhook
+-- `set-webhook` reads the settings it is about to change; the lock makes two
+-- at once apply one after the other, so a printed secret is the stored one.
 SELECT id, slug, webhook_url, webhook_secret, webhook_enabled
 FROM tenants
-WHERE slug = %(slug)s;
+WHERE slug = %(slug)s
+FOR UPDATE;
 
 -- name: update-tenant-webhook
 -- Set a tenant's webhook; a NULL secret keeps the stored one.
@@ -90,3 +93,16 @@ SET webhook_url = %(url)s,
     webhook_secret = coalesce(%(secret)s, webhook_secret),
     webhook_enabled = %(enabled)s
 WHERE id = %(id)s;
+
+-- name: park-pending-events
+-- A disabled webhook's pending events wait at the far end of the due index,
+-- so dispatchers do not step over them on every claim.
+UPDATE webhook_events
+SET next_attempt_at = 'infinity'
+WHERE tenant_id = %(tenant_id)s AND status = 'pending' AND lease_id IS NULL;
+
+-- name: unpark-pending-events
+-- Enabled again: the parked events are due now, with the attempts they had left.
+UPDATE webhook_events
+SET next_attempt_at = now()
+WHERE tenant_id = %(tenant_id)s AND status = 'pending' AND next_attempt_at = 'infinity';
