@@ -58,6 +58,30 @@ CREATE TABLE IF NOT EXISTS contacts (
     CONSTRAINT contacts_identity_check CHECK (external_id IS NOT NULL OR email IS NOT NULL)
 );
 
+-- The change feed's order (GET /contacts?updatedSince=...): the id of the
+-- transaction that last wrote the row. Every contactsync write sets it (the
+-- default on insert, update-contacts on update). A reader returns only rows
+-- whose transaction is older than its snapshot's xmin, the oldest one still
+-- running: rows a transaction commits late then still appear after
+-- everything the reader has seen, never behind its cursor. xid8 is 64 bits
+-- and never wraps around.
+ALTER TABLE contacts ADD COLUMN IF NOT EXISTS change_xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX IF NOT EXISTS contacts_tenant_change_idx ON contacts (tenant_id, change_xid, id);
+
+-- The contact as every read and every webhook event shows it: camelCase,
+-- timestamps in UTC with microseconds and a Z. One definition for all the
+-- statements that return contacts, so reads and events cannot drift apart.
+-- json (not jsonb) keeps the keys in this order.
+CREATE OR REPLACE FUNCTION contact_json(c contacts) RETURNS json
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT json_build_object(
+        'id', c.id, 'externalId', c.external_id, 'email', c.email,
+        'firstName', c.first_name, 'lastName', c.last_name, 'phone', c.phone,
+        'locale', c.locale, 'optIn', c.opt_in, 'attributes', c.attributes,
+        'createdAt', to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'updatedAt', to_char(c.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+$$;
+
 -- Whether the tenant's webhook (webhook_url, signed with webhook_secret)
 -- receives workflow events. `tenants set-webhook --disable` turns it off
 -- without forgetting the URL or the secret.

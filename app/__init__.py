@@ -5,14 +5,14 @@ from typing import Any
 
 from flask import Flask
 
-from app import cli, contacts, db, health
+from app import cli, contact_reads, contacts, db, health, openapi
 from app.config import load_config
 from app.errors import register_error_handlers
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: config from the environment (or `test_config`), pool, routes."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no /static route: nothing is served from disk but /docs
     app.config.update(load_config())
     if test_config is not None:
         app.config.update(test_config)
@@ -24,5 +24,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(contacts.bp)
+    app.register_blueprint(contact_reads.bp)
+    openapi.init_app(app)
     cli.init_app(app)
     return app

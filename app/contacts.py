@@ -1,9 +1,10 @@
-"""Contacts blueprint: the three bulk doors, each parse -> validate -> engine -> response.
+"""Contacts blueprint: the writes, each parse -> validate -> engine -> response.
 
 | door                          | rows   | invalid rows                   |
 | POST /contacts/bulk-update    | 1-1000 | reported; valid rows written   |
 | POST /v1/contacts/bulk-update | 1-100  | reported (AutoSend-compatible) |
 | POST /contacts/bulk           | 1-1000 | 400, nothing written (MailingCore-compatible) |
+| POST /contacts                | 1      | 400 validation_failed, 409 identity_conflict |
 """
 
 import json
@@ -17,6 +18,7 @@ from app.auth import require_scope
 from app.db import get_conn, run_in_transaction
 from app.errors import (
     BatchSize,
+    IdentityConflict,
     InvalidJson,
     InvalidRequest,
     PayloadTooLarge,
@@ -24,7 +26,8 @@ from app.errors import (
     ValidationFailed,
 )
 from app.outbox import enqueue_contact_events
-from app.schemas import bulk_request_schema, contact_row_schema
+from app.reads import find_contact
+from app.schemas import bulk_request_schema, contact_row_schema, contact_upsert_schema
 from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Contact, RowOutcome, plan_upsert
 
 bp = Blueprint("contacts", __name__)
@@ -53,6 +56,31 @@ def autosend_bulk_update():
 def mailingcore_bulk():
     """MailingCore's door: any invalid or conflicting row rejects the batch."""
     return bulk_upsert(max_rows=current_app.config["BULK_MAX"], always_atomic=True)
+
+
+@bp.post("/contacts")
+@require_scope("contacts:write")
+def upsert_contact():
+    """One contact, the same rules as a bulk row: 201 when created, else 200."""
+    body = read_json_body()
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be one contact object.")
+    try:
+        row = contact_upsert_schema.load(body)
+    except ValidationError as exc:
+        raise ValidationFailed("The contact is invalid; nothing was written.",
+                               details={"errors": exc.messages}) from None
+    run_workflow = row.pop("run_workflow")
+    [outcome] = write_rows([body], [(0, row)], [], atomic=False, run_workflow=run_workflow)
+    if outcome.status == FAILED:
+        conflict = conflict_failure(outcome, body)["conflict"]
+        raise IdentityConflict(details={"conflict": {key: conflict[key] for key in
+                                                     ("externalIdContactId", "emailContactId")}})
+    assert outcome.contact is not None and outcome.contact.id is not None
+    with get_conn() as conn:
+        contact = find_contact(conn, g.principal.tenant_id, contact_id=outcome.contact.id)
+    status = 201 if outcome.status == CREATED else 200
+    return {"success": True, "data": {"status": outcome.status, "contact": contact}}, status
 
 
 def read_json_body() -> Any:

@@ -48,6 +48,11 @@ class ValidationFailed(ApiError):
     message = "Some contacts are invalid or conflict; nothing was written."
 
 
+class InvalidCursor(ApiError):
+    status, code = 400, "invalid_cursor"
+    message = "The cursor is not one this service handed out; start again from updatedSince."
+
+
 class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
     message = "A valid bearer token is required."
@@ -73,6 +78,11 @@ class NotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status, code = 405, "method_not_allowed"
     message = "This address does not take that method."
+
+
+class IdentityConflict(ApiError):
+    status, code = 409, "identity_conflict"
+    message = "The externalId and the email of this contact belong to different contacts."
 
 
 class PayloadTooLarge(ApiError):

@@ -160,6 +160,9 @@ class StrictBoolean(fields.Field):
         return value
 
 
+ATTRIBUTE_VALUE = {"type": ["string", "number", "boolean", "null"]}
+
+
 class Attributes(fields.Field):
     """Custom attributes: an object of at most 100 flat key/value pairs."""
 
@@ -199,23 +202,36 @@ def optional_text(max_length: int, data_key: str) -> Text:
     return Text(data_key=data_key, allow_none=True, validate=validate.Length(max=max_length))
 
 
+# What the custom fields enforce, said again for the OpenAPI document.
+IDENTIFIER_DOC = {"minLength": 1, "maxLength": 255, "description": "Trimmed; 1-255 characters."}
+LOCALE_DOC = {"maxLength": 35, "description": "A BCP 47 tag such as en or pt-BR."}
+ATTRIBUTES_DOC = {"maxProperties": MAX_ATTRIBUTES, "additionalProperties": ATTRIBUTE_VALUE,
+                  "description": "Merged key by key; a key sent as null is removed. Keys are 1-64 "
+                                 "characters of A-Z a-z 0-9 _ . -; strings at most 2048."}
+
+
 class ContactRowSchema(Schema):
     """One contact of a bulk request (DESIGN 4.2)."""
 
     class Meta:
         unknown = RAISE
 
-    external_id = Identifier(data_key="externalId")
-    user_id = Identifier(data_key="userId")  # AutoSend's name for externalId
-    email = EmailAddress()
+    external_id = Identifier(data_key="externalId", metadata=IDENTIFIER_DOC)
+    user_id = Identifier(data_key="userId",  # AutoSend's name for externalId
+                         metadata={**IDENTIFIER_DOC, "description": "Alias of externalId."})
+    email = EmailAddress(metadata={"maxLength": MAX_EMAIL_LENGTH, "description": (
+        "Matched case-insensitively: trimmed, validated and normalised, then lower-cased.")})
     first_name = optional_text(255, "firstName")
     last_name = optional_text(255, "lastName")
-    phone = Phone(allow_none=True)
-    locale = Locale(allow_none=True)
-    language = Locale(allow_none=True)  # Inrō's name for locale
+    phone = Phone(allow_none=True, metadata={
+        "maxLength": 32, "description": "Digits, spaces and + - ( ) ., at least 3 digits."})
+    locale = Locale(allow_none=True, metadata=LOCALE_DOC)
+    language = Locale(allow_none=True,  # Inrō's name for locale
+                      metadata={**LOCALE_DOC, "description": "Alias of locale."})
     opt_in = StrictBoolean(data_key="optIn", allow_none=True)
-    attributes = Attributes()
-    custom_fields = Attributes(data_key="customFields")  # AutoSend's name for attributes
+    attributes = Attributes(metadata=ATTRIBUTES_DOC)
+    custom_fields = Attributes(data_key="customFields",  # AutoSend's name for attributes
+                               metadata={**ATTRIBUTES_DOC, "description": "Alias of attributes."})
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def check_identity(self, data: dict, original: Any, **kwargs: Any) -> None:
@@ -240,6 +256,12 @@ class ContactRowSchema(Schema):
         return data
 
 
+class ContactUpsertSchema(ContactRowSchema):
+    """POST /contacts: one row, plus the option to fire its workflow event."""
+
+    run_workflow = StrictBoolean(data_key="runWorkflow", load_default=False)
+
+
 class ContactList(fields.Field):
     """The `contacts` array; rows are validated one by one afterwards, so that
     each row's errors can be reported under its own index."""
@@ -258,11 +280,161 @@ class BulkRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    contacts = ContactList(required=True)
+    contacts = ContactList(required=True, metadata={
+        "type": "array", "items": {"$ref": "#/components/schemas/ContactRow"},
+        "description": "1 to 1000 contacts (1 to 100 on the AutoSend door)."})
     run_workflow = StrictBoolean(data_key="runWorkflow", load_default=False)
     atomic = StrictBoolean(load_default=False)
     return_results = StrictBoolean(data_key="returnResults", load_default=False)
 
 
+MAX_FEED_PAGE = 1000
+LOOKUP_PARAMETERS = ("email", "externalId")
+FEED_PARAMETERS = ("updatedSince", "limit", "cursor")
+
+
+class ContactsQuerySchema(Schema):
+    """GET /contacts: a look-up (email or externalId) or the change feed
+    (updatedSince, limit, cursor); the two do not mix."""
+
+    class Meta:
+        unknown = RAISE
+
+    email = EmailAddress()
+    external_id = Identifier(data_key="externalId")
+    updated_since = fields.AwareDateTime(data_key="updatedSince", format="iso")
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_FEED_PAGE))
+    cursor = fields.String(validate=validate.Length(max=512))
+
+    @validates_schema(pass_original=True)
+    def check_one_kind(self, data: dict, original: Any, **kwargs: Any) -> None:
+        """One look-up key, or feed parameters, or nothing (the feed from the start)."""
+        lookups = [name for name in LOOKUP_PARAMETERS if name in original]
+        if len(lookups) > 1 or (lookups and any(name in original for name in FEED_PARAMETERS)):
+            raise ValidationError("Look up by email or by externalId, or read the feed "
+                                  "(updatedSince, limit, cursor): one of these per request.")
+        if "cursor" in original and "updatedSince" in original:
+            raise ValidationError("A cursor carries its updatedSince: send one or the other.")
+
+
+# The answers. Views build them from SQL and plain dicts; these schemas
+# describe them for /openapi.json, and the tests check real answers against
+# that document, so the two cannot drift apart unnoticed.
+
+
+class ContactSchema(Schema):
+    """A stored contact, as every read and every webhook event shows it."""
+
+    id = fields.Integer(required=True)
+    external_id = fields.String(data_key="externalId", required=True, allow_none=True)
+    email = fields.String(required=True, allow_none=True)
+    first_name = fields.String(data_key="firstName", required=True, allow_none=True)
+    last_name = fields.String(data_key="lastName", required=True, allow_none=True)
+    phone = fields.String(required=True, allow_none=True)
+    locale = fields.String(required=True, allow_none=True)
+    opt_in = fields.Boolean(data_key="optIn", required=True, allow_none=True)
+    attributes = fields.Dict(required=True, metadata={"additionalProperties": ATTRIBUTE_VALUE})
+    created_at = fields.DateTime(data_key="createdAt", required=True)
+    updated_at = fields.DateTime(data_key="updatedAt", required=True)
+
+
+class ConflictSchema(Schema):
+    """Who holds a row's externalId and its email (null: nobody)."""
+
+    external_id_contact_id = fields.Integer(data_key="externalIdContactId", required=True,
+                                            allow_none=True)
+    email_contact_id = fields.Integer(data_key="emailContactId", required=True, allow_none=True)
+    external_id_row_index = fields.Integer(
+        data_key="externalIdRowIndex", allow_none=True,
+        metadata={"description": "The earlier row of this request that creates that contact."})
+    email_row_index = fields.Integer(data_key="emailRowIndex", allow_none=True)
+
+
+class FailureSchema(Schema):
+    """One row that was not written, and why."""
+
+    index = fields.Integer(required=True)
+    external_id = fields.Raw(data_key="externalId", required=True, allow_none=True,
+                             metadata={"description": "As sent, clipped to 320 characters."})
+    email = fields.Raw(required=True, allow_none=True)
+    code = fields.String(required=True, validate=validate.OneOf(["invalid_contact", "identity_conflict"]))
+    message = fields.String(required=True)
+    errors = fields.Dict(metadata={"description": "invalid_contact: every message, by field."})
+    conflict = fields.Nested(ConflictSchema, metadata={"description": "identity_conflict only."})
+
+
+class RowResultSchema(Schema):
+    """What happened to one row (with returnResults)."""
+
+    index = fields.Integer(required=True)
+    id = fields.Integer(required=True, allow_none=True)
+    status = fields.String(required=True,
+                           validate=validate.OneOf(["created", "updated", "unchanged", "failed"]))
+
+
+class BulkSummarySchema(Schema):
+    """The counts of a bulk request, its failures, and per-row results on request."""
+
+    total_count = fields.Integer(data_key="totalCount", required=True)
+    success_count = fields.Integer(data_key="successCount", required=True)
+    failed_count = fields.Integer(data_key="failedCount", required=True)
+    created_count = fields.Integer(data_key="createdCount", required=True)
+    updated_count = fields.Integer(data_key="updatedCount", required=True)
+    unchanged_count = fields.Integer(data_key="unchangedCount", required=True)
+    failures = fields.List(fields.Nested(FailureSchema), required=True)
+    results = fields.List(fields.Nested(RowResultSchema))
+
+
+class BulkResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(BulkSummarySchema, required=True)
+
+
+class UpsertResultSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["created", "updated", "unchanged"]))
+    contact = fields.Nested(ContactSchema, required=True)
+
+
+class UpsertResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(UpsertResultSchema, required=True)
+
+
+class ContactResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(ContactSchema, required=True)
+
+
+class ContactListResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.List(fields.Nested(ContactSchema), required=True,
+                       metadata={"description": "0 or 1 contact."})
+
+
+class FeedPageResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.List(fields.Nested(ContactSchema), required=True)
+    next_cursor = fields.String(data_key="nextCursor", required=True,
+                                metadata={"description": "Resume here, now or later."})
+    has_more = fields.Boolean(data_key="hasMore", required=True)
+
+
+class ErrorSchema(Schema):
+    code = fields.String(required=True, metadata={"description": "Stable; the message is for people."})
+    message = fields.String(required=True)
+    details = fields.Raw()
+
+
+class ErrorResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    error = fields.Nested(ErrorSchema, required=True)
+
+
+class StatusSchema(Schema):
+    status = fields.String(required=True)
+
+
 contact_row_schema = ContactRowSchema()
+contact_upsert_schema = ContactUpsertSchema()
 bulk_request_schema = BulkRequestSchema()
+contacts_query_schema = ContactsQuerySchema()

@@ -50,7 +50,8 @@ SET external_id = r.external_id,
     locale      = r.locale,
     opt_in      = r.opt_in,
     attributes  = r.attributes,
-    updated_at  = now()
+    updated_at  = now(),
+    change_xid  = pg_current_xact_id()
 FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[], %(emails)b::text[],
             %(first_names)b::text[], %(last_names)b::text[], %(phones)b::text[],
             %(locales)b::text[], %(opt_ins)b::boolean[], %(attributes)b::jsonb[])
@@ -72,3 +73,35 @@ FROM unnest(%(external_ids)b::text[], %(emails)b::text[], %(first_names)b::text[
                            locale, opt_in, attributes, ord)
 ORDER BY r.ord
 RETURNING id, external_id, email;
+
+-- name: select-contact-by-id
+SELECT contact_json(c) AS contact
+FROM contacts AS c
+WHERE c.tenant_id = %(tenant_id)s AND c.id = %(id)s;
+
+-- name: select-contact-by-email
+-- email as stored: normalised and lower-cased by the caller, like on write.
+SELECT contact_json(c) AS contact
+FROM contacts AS c
+WHERE c.tenant_id = %(tenant_id)s AND c.email = %(email)s;
+
+-- name: select-contact-by-external-id
+SELECT contact_json(c) AS contact
+FROM contacts AS c
+WHERE c.tenant_id = %(tenant_id)s AND c.external_id = %(external_id)s;
+
+-- name: select-contact-changes
+-- One page of the change feed: contacts after the cursor's position in
+-- (change_xid, id) order, on the tenant's feed index. Only rows written by
+-- transactions older than this statement's snapshot xmin are returned: every
+-- transaction still running (or starting later) has a larger id, so whatever
+-- it writes lands after this page's end, and a cursor never skips a row
+-- that commits late. updatedSince, when given, filters on top.
+SELECT contact_json(c) AS contact, c.change_xid::text AS change_xid, c.id
+FROM contacts AS c
+WHERE c.tenant_id = %(tenant_id)s
+  AND (c.tenant_id, c.change_xid, c.id) > (%(tenant_id)s, %(after_xid)s::xid8, %(after_id)s::bigint)
+  AND c.change_xid < pg_snapshot_xmin(pg_current_snapshot())
+  AND (%(since)s::timestamptz IS NULL OR c.updated_at >= %(since)s::timestamptz)
+ORDER BY c.change_xid, c.id
+LIMIT %(limit)s;

@@ -4,19 +4,13 @@
 -- name: insert-contact-events
 -- One event per contact a runWorkflow batch wrote, in the batch's own
 -- transaction and after its writes, so each event carries the contact as the
--- request left it. Timestamps are UTC with microseconds and a Z, whatever the
--- session's time zone (webhooks.iso_timestamp writes the same form). Parallel arrays: contact ids, event types, and the changed
+-- request left it (contact_json, schema.sql). Parallel arrays: contact ids, event types, and the changed
 -- field names joined by commas (unnest would flatten an array of arrays).
 -- The join on tenants writes nothing while the tenant has no enabled webhook:
 -- there is nobody to tell.
 INSERT INTO webhook_events (tenant_id, event_id, type, contact_id, contact, changed_fields)
 SELECT c.tenant_id, 'msg_' || replace(gen_random_uuid()::text, '-', ''), r.type, c.id,
-       json_build_object('id', c.id, 'externalId', c.external_id, 'email', c.email,
-                         'firstName', c.first_name, 'lastName', c.last_name, 'phone', c.phone,
-                         'locale', c.locale, 'optIn', c.opt_in, 'attributes', c.attributes,
-                         'createdAt', to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                         'updatedAt', to_char(c.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
-       string_to_array(r.changed_fields, ',')
+       contact_json(c), string_to_array(r.changed_fields, ',')
 FROM unnest(%(contact_ids)b::bigint[], %(types)b::text[], %(changed_fields)b::text[])
      AS r (contact_id, type, changed_fields)
 JOIN contacts AS c ON c.tenant_id = %(tenant_id)s AND c.id = r.contact_id

@@ -1,0 +1,145 @@
+"""GET /openapi.json (OpenAPI 3.1, generated from app/schemas.py) and GET /docs (Swagger UI).
+
+The document is built once per process, from the same marshmallow schemas
+that validate requests. Swagger UI's files come from the flask-swagger-ui
+package (Swagger UI 5, which renders OpenAPI 3.1), so /docs needs no CDN.
+"""
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, current_app
+from flask_swagger_ui import get_swaggerui_blueprint
+
+from app import schemas
+
+bp = Blueprint("openapi", __name__)
+
+DOCS_URL = "/docs"
+SPEC_URL = "/openapi.json"
+
+ERROR_MEANINGS = {
+    400: "The request is malformed, or (all-or-nothing) a contact is invalid; see error.code.",
+    401: "The bearer token is missing, malformed, unknown or revoked.",
+    403: "insufficient_scope or tenant_mismatch.",
+    404: "not_found.",
+    405: "method_not_allowed.",
+    409: "identity_conflict: the externalId and the email belong to different contacts.",
+    413: "payload_too_large.",
+    415: "unsupported_media_type: send application/json.",
+    503: "database_unavailable: retry after Retry-After seconds.",
+}
+WRITE_ERRORS = (400, 401, 403, 413, 415, 503)
+READ_ERRORS = (400, 401, 403, 503)
+TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False, "schema": {"type": "string"},
+                 "description": "Optional; when sent it must name the token's tenant."}
+
+
+def json_body(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error_responses(*statuses: int) -> dict[int, Any]:
+    return {status: json_body("ErrorResponse", ERROR_MEANINGS[status]) for status in statuses}
+
+
+def bulk_operation(summary: str, description: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": summary, "description": description, "tags": ["contacts"],
+        "parameters": [TENANT_HEADER], "x-required-scope": "contacts:write",
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": "BulkRequest"}}},
+        "responses": {200: json_body("BulkResponse", "The request was valid; every row is reported."),
+                      **error_responses(*WRITE_ERRORS)},
+    }}
+
+
+def build_spec() -> dict[str, Any]:
+    """The whole document, as a dict."""
+    marshmallow = MarshmallowPlugin()
+    spec = APISpec(
+        title="contactsync", version="0.1.0", openapi_version="3.1.0", plugins=[marshmallow],
+        info={"description": "Bulk upsert, look-ups and a change feed of contacts, per tenant."},
+        security=[{"bearerAuth": []}],
+    )
+    marshmallow.map_to_openapi_type(schemas.StrictBoolean, "boolean", None)
+    marshmallow.map_to_openapi_type(schemas.Attributes, "object", None)
+    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer",
+                                                   "description": "cs_... token of one tenant."})
+    for name in ("ContactRow", "ContactUpsert", "BulkRequest", "Contact", "BulkResponse",
+                 "UpsertResponse", "ContactResponse", "ContactListResponse", "FeedPageResponse",
+                 "ErrorResponse", "Status"):
+        spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
+
+    spec.path("/contacts/bulk-update", operations=bulk_operation(
+        "Upsert 1-1000 contacts", "Invalid rows are reported and the valid ones written; "
+                                  '`"atomic": true` writes all or nothing.'))
+    spec.path("/v1/contacts/bulk-update", operations=bulk_operation(
+        "Upsert 1-100 contacts (AutoSend-compatible)", "userId and customFields are aliases."))
+    spec.path("/contacts/bulk", operations=bulk_operation(
+        "Upsert 1-1000 contacts, all or nothing (MailingCore-compatible)",
+        "Any invalid or conflicting row: 400 validation_failed, nothing written."))
+    spec.path("/contacts", operations={
+        "post": {
+            "summary": "Upsert one contact", "tags": ["contacts"], "parameters": [TENANT_HEADER],
+            "x-required-scope": "contacts:write",
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": "ContactUpsert"}}},
+            "responses": {201: json_body("UpsertResponse", "Created."),
+                          200: json_body("UpsertResponse", "Updated or unchanged."),
+                          **error_responses(*WRITE_ERRORS, 409)},
+        },
+        "get": {
+            "summary": "Look a contact up, or read the change feed", "tags": ["contacts"],
+            "description": "With email or externalId: 0 or 1 contact. Otherwise a page of the "
+                           "feed: follow nextCursor until hasMore is false, and resume from the "
+                           "last nextCursor later; no change is ever skipped.",
+            "x-required-scope": "contacts:read",
+            "parameters": [{"in": "query", "schema": schemas.ContactsQuerySchema}, TENANT_HEADER],
+            "responses": {200: {"description": "A look-up's list, or a page of the feed.",
+                                "content": {"application/json": {"schema": {"oneOf": [
+                                    {"$ref": "#/components/schemas/ContactListResponse"},
+                                    {"$ref": "#/components/schemas/FeedPageResponse"}]}}}},
+                          **error_responses(*READ_ERRORS)},
+        },
+    })
+    spec.path("/contacts/{contact_id}", operations={"get": {
+        "summary": "One contact by id", "tags": ["contacts"], "x-required-scope": "contacts:read",
+        "parameters": [{"in": "path", "name": "contact_id", "required": True,
+                        "schema": {"type": "integer", "minimum": 0}}, TENANT_HEADER],
+        "responses": {200: json_body("ContactResponse", "The contact."),
+                      **error_responses(*READ_ERRORS, 404)},
+    }})
+    public = {"security": [], "tags": ["service"]}
+    spec.path("/health", operations={"get": {
+        **public, "summary": "The process is up",
+        "responses": {200: json_body("Status", "Up.")}}})
+    spec.path("/ready", operations={"get": {
+        **public, "summary": "The database answers",
+        "responses": {200: json_body("Status", "Ready."), **error_responses(503)}}})
+    spec.path(SPEC_URL, operations={"get": {
+        **public, "summary": "This document",
+        "responses": {200: {"description": "OpenAPI 3.1.",
+                            "content": {"application/json": {"schema": {"type": "object"}}}}}}})
+    spec.path(DOCS_URL, operations={"get": {
+        **public, "summary": "This document, rendered (Swagger UI)",
+        "responses": {200: {"description": "An HTML page.",
+                            "content": {"text/html": {"schema": {"type": "string"}}}}}}})
+    return spec.to_dict()
+
+
+@bp.get(SPEC_URL)
+def openapi_document():
+    """The OpenAPI document of this service."""
+    return current_app.extensions["contactsync.openapi"]
+
+
+def init_app(app: Flask) -> None:
+    """Build the document now (a broken schema fails at start-up) and serve it and /docs."""
+    app.extensions["contactsync.openapi"] = build_spec()
+    app.register_blueprint(bp)
+    docs = get_swaggerui_blueprint(DOCS_URL, SPEC_URL, config={"app_name": "contactsync API"})
+    app.register_blueprint(docs)
+    # The blueprint answers /docs/ and its assets under /docs/...; /docs itself too, not a redirect.
+    app.add_url_rule(DOCS_URL, "docs", app.view_functions[f"{docs.name}.show"])
