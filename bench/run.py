@@ -9,7 +9,8 @@ Phases, all in one run so that they share machine, database and data:
    client threads, then the floor (app.upsert.upsert_contacts on
    pre-validated rows) from 2 threads, same shapes, fresh keys;
 4. the naive row-by-row baseline; 5. the in-process CPU profile;
-6. the table, the target checks, bench/results/*.json and *.png.
+6. what the change feed's index costs the engine (bench/feed_index.py);
+7. the table, the target checks, bench/results/*.json and *.png.
 
 Every loop is bounded by a count and by time. Exit status: 0 when the run
 completed (a missed target is reported, not an error), 1 on an error.
@@ -31,6 +32,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.drive import BenchError, Result, run_parallel, warm_up
+from bench.feed_index import format_feed_index_cost, measure_feed_index_cost
 from bench.floor import engine_sender, naive_sender
 from bench.profile import format_profile, profile_service
 from bench.report import RESULTS_DIR, format_table, targets, write_results
@@ -141,7 +143,8 @@ def git_commit() -> str | None:
 
 
 def collect(database: Database, service: dict[str, Result], floor: dict[str, Result], naive: Result,
-            profile: dict[str, Any], started: float, stamp: str) -> dict[str, Any]:
+            profile: dict[str, Any], feed_index: dict[str, Any], started: float,
+            stamp: str) -> dict[str, Any]:
     """Everything the report prints and the JSON file keeps."""
     results: dict[str, Any] = {
         "timestamp": stamp,
@@ -156,6 +159,7 @@ def collect(database: Database, service: dict[str, Result], floor: dict[str, Res
         "speedup_over_naive": {"floor": round(floor["mixed-1000"].rate / naive.rate, 1),
                                "service": round(service["mixed-1000"].rate / naive.rate, 1)},
         "profile": profile,
+        "feed_index_cost": feed_index,
     }
     results["targets"] = targets(results)
     results["run_time_s"] = round(time.perf_counter() - started, 1)
@@ -183,7 +187,9 @@ def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
         gunicorn.stop()
     log("profiling mixed-1000 in-process")
     profile = profile_service(database, tenants)
-    return collect(database, service, floor, naive, profile, started, stamp)
+    log("measuring the feed index's cost on two scratch databases")
+    feed_index = measure_feed_index_cost(database.url, log)
+    return collect(database, service, floor, naive, profile, feed_index, started, stamp)
 
 
 def main() -> int:
@@ -207,6 +213,7 @@ def main() -> int:
         close_database(database)
     json_path, png_path = write_results(results, stamp)
     print(format_table(results))
+    print(format_feed_index_cost(results["feed_index_cost"]))
     print()
     print(format_profile(results["profile"]))
     print()
