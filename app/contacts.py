@@ -28,7 +28,7 @@ from app.errors import (
 from app.outbox import enqueue_contact_events
 from app.reads import find_contact
 from app.schemas import bulk_request_schema, contact_row_schema, contact_upsert_schema
-from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Contact, RowOutcome, plan_upsert
+from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
 
 bp = Blueprint("contacts", __name__)
 
@@ -71,14 +71,23 @@ def upsert_contact():
         raise ValidationFailed("The contact is invalid; nothing was written.",
                                details={"errors": exc.messages}) from None
     run_workflow = row.pop("run_workflow")
-    [outcome] = write_rows([body], [(0, row)], [], atomic=False, run_workflow=run_workflow)
+    tenant_id = g.principal.tenant_id
+
+    def work(conn: psycopg.Connection, attempt: int) -> tuple[RowOutcome, dict | None]:
+        batch = plan_upsert(conn, tenant_id, [(0, row)], exclusive=attempt > 1)
+        [outcome] = batch.outcomes
+        if outcome.status == FAILED or outcome.contact is None:
+            return outcome, None
+        write_batch(conn, batch, run_workflow)
+        # Read back in the same transaction: the answer is this request's result, not a later one.
+        return outcome, find_contact(conn, tenant_id, contact_id=outcome.contact.id)
+
+    with get_conn() as conn:
+        outcome, contact = run_in_transaction(conn, work, attempts=current_app.config["TX_ATTEMPTS"])
     if outcome.status == FAILED:
         conflict = conflict_failure(outcome, body)["conflict"]
         raise IdentityConflict(details={"conflict": {key: conflict[key] for key in
                                                      ("externalIdContactId", "emailContactId")}})
-    assert outcome.contact is not None and outcome.contact.id is not None
-    with get_conn() as conn:
-        contact = find_contact(conn, g.principal.tenant_id, contact_id=outcome.contact.id)
     status = 201 if outcome.status == CREATED else 200
     return {"success": True, "data": {"status": outcome.status, "contact": contact}}, status
 
@@ -159,8 +168,7 @@ def write_rows(rows: list[Any], valid: list[tuple[int, dict]], invalid: list[dic
 
     In all-or-nothing mode the rows are matched first, so that the 400 lists
     conflicts as well as invalid rows, and the transaction is rolled back.
-    With `run_workflow` the contacts written get their events in the same
-    transaction, so an event exists exactly when its change was committed.
+    With `run_workflow` the contacts written get their events (write_batch).
     """
     tenant_id = g.principal.tenant_id
 
@@ -170,13 +178,19 @@ def write_rows(rows: list[Any], valid: list[tuple[int, dict]], invalid: list[dic
         batch = plan_upsert(conn, tenant_id, valid, exclusive=attempt > 1)
         if atomic and (invalid or batch.failed):
             raise ValidationFailed(details={"failures": all_failures(rows, invalid, batch.outcomes)})
-        batch.write(conn)
-        if run_workflow:
-            enqueue_contact_events(conn, tenant_id, batch.written)
+        write_batch(conn, batch, run_workflow)
         return batch.outcomes
 
     with get_conn() as conn:
         return run_in_transaction(conn, work, attempts=current_app.config["TX_ATTEMPTS"])
+
+
+def write_batch(conn: psycopg.Connection, batch: Batch, run_workflow: bool) -> None:
+    """Write a planned batch and, with `run_workflow`, its contacts' events, in the
+    caller's transaction: an event exists exactly when its change was committed."""
+    batch.write(conn)
+    if run_workflow:
+        enqueue_contact_events(conn, batch.tenant_id, batch.written)
 
 
 def all_failures(rows: list[Any], invalid: list[dict], outcomes: list[RowOutcome]) -> list[dict]:

@@ -63,6 +63,9 @@ def connection_options(config: dict[str, Any]) -> str:
     return (
         f"-c statement_timeout={config['STATEMENT_TIMEOUT_MS']} "
         f"-c lock_timeout={config['LOCK_TIMEOUT_MS']} "
+        # contactsync never idles inside a transaction; one left open (a bug)
+        # would hold back every reader of the change feed, so it is ended.
+        f"-c idle_in_transaction_session_timeout={max(config['STATEMENT_TIMEOUT_MS'], 60_000)} "
         "-c application_name=contactsync"
     )
 
@@ -128,4 +131,5 @@ def apply_schema(conn: psycopg.Connection) -> None:
     """Apply schema.sql (idempotent), serialised so concurrent starts do not race."""
     with conn.transaction():
         conn.execute(queries["lock-schema-changes"])
+        conn.execute(queries["allow-slow-schema-changes"])
         conn.execute(SCHEMA_PATH.read_text(encoding="utf-8"))

@@ -20,18 +20,18 @@ DOCS_URL = "/docs"
 SPEC_URL = "/openapi.json"
 
 ERROR_MEANINGS = {
-    400: "The request is malformed, or (all-or-nothing) a contact is invalid; see error.code.",
-    401: "The bearer token is missing, malformed, unknown or revoked.",
+    400: "invalid_json, invalid_request, batch_size, or validation_failed (all-or-nothing mode: "
+         "details.failures lists every invalid or conflicting row; nothing was written).",
+    401: "unauthorized: the bearer token is missing, malformed, unknown or revoked.",
     403: "insufficient_scope or tenant_mismatch.",
     404: "not_found.",
-    405: "method_not_allowed.",
     409: "identity_conflict: the externalId and the email belong to different contacts.",
     413: "payload_too_large.",
     415: "unsupported_media_type: send application/json.",
     503: "database_unavailable: retry after Retry-After seconds.",
 }
 WRITE_ERRORS = (400, 401, 403, 413, 415, 503)
-READ_ERRORS = (400, 401, 403, 503)
+READ_ERRORS = (401, 403, 503)
 TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False, "schema": {"type": "string"},
                  "description": "Optional; when sent it must name the token's tenant."}
 
@@ -40,8 +40,10 @@ def json_body(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def error_responses(*statuses: int) -> dict[int, Any]:
-    return {status: json_body("ErrorResponse", ERROR_MEANINGS[status]) for status in statuses}
+def error_responses(*statuses: int, **meanings: str) -> dict[int, Any]:
+    """The error answers of an operation; `status_400="..."` words one for it."""
+    return {status: json_body("ErrorResponse", meanings.get(f"status_{status}", ERROR_MEANINGS[status]))
+            for status in statuses}
 
 
 def bulk_operation(summary: str, description: str) -> dict[str, Any]:
@@ -88,7 +90,9 @@ def build_spec() -> dict[str, Any]:
                             "content": {"application/json": {"schema": "ContactUpsert"}}},
             "responses": {201: json_body("UpsertResponse", "Created."),
                           200: json_body("UpsertResponse", "Updated or unchanged."),
-                          **error_responses(*WRITE_ERRORS, 409)},
+                          **error_responses(*WRITE_ERRORS, 409, status_400=(
+                              "invalid_json, invalid_request (not an object), or validation_failed "
+                              "(details.errors: every field error); nothing was written."))},
         },
         "get": {
             "summary": "Look a contact up, or read the change feed", "tags": ["contacts"],
@@ -101,7 +105,10 @@ def build_spec() -> dict[str, Any]:
                                 "content": {"application/json": {"schema": {"oneOf": [
                                     {"$ref": "#/components/schemas/ContactListResponse"},
                                     {"$ref": "#/components/schemas/FeedPageResponse"}]}}}},
-                          **error_responses(*READ_ERRORS)},
+                          **error_responses(400, *READ_ERRORS, status_400=(
+                              "validation_failed (an invalid email or externalId to look up), "
+                              "invalid_cursor, or invalid_request (unknown, repeated or mixed "
+                              "parameters, a bad updatedSince or limit)."))},
         },
     })
     spec.path("/contacts/{contact_id}", operations={"get": {
@@ -139,7 +146,9 @@ def init_app(app: Flask) -> None:
     """Build the document now (a broken schema fails at start-up) and serve it and /docs."""
     app.extensions["contactsync.openapi"] = build_spec()
     app.register_blueprint(bp)
-    docs = get_swaggerui_blueprint(DOCS_URL, SPEC_URL, config={"app_name": "contactsync API"})
+    # validatorUrl None: Swagger UI would otherwise send the document's URL to swagger.io.
+    docs = get_swaggerui_blueprint(DOCS_URL, SPEC_URL,
+                                   config={"app_name": "contactsync API", "validatorUrl": None})
     app.register_blueprint(docs)
     # The blueprint answers /docs/ and its assets under /docs/...; /docs itself too, not a redirect.
     app.add_url_rule(DOCS_URL, "docs", app.view_functions[f"{docs.name}.show"])

@@ -75,17 +75,28 @@ class FeedPage:
 
 def read_changes(conn: psycopg.Connection, tenant_id: int, position: FeedPosition,
                  limit: int) -> FeedPage:
-    """One page of the tenant's change feed after `position`."""
+    """One page of the tenant's change feed after `position`.
+
+    A page that is not full has shown everything below the horizon (the
+    oldest transaction still running), so the next position is the horizon
+    itself: a quiet poller does not walk the same rows again next time.
+    """
     rows = conn.execute(queries["select-contact-changes"], {
         "tenant_id": tenant_id, "after_xid": position.change_xid, "after_id": position.contact_id,
         "since": position.since, "limit": limit + 1,
     }).fetchall()
-    page, has_more = rows[:limit], len(rows) > limit
-    if not page:
-        return FeedPage([], position, False)
-    last = page[-1]
-    return FeedPage([row["contact"] for row in page],
-                    FeedPosition(last["change_xid"], last["id"], position.since), has_more)
+    page = [row for row in rows if row["id"] is not None]
+    if len(page) > limit:
+        last = page[limit - 1]
+        return FeedPage([row["contact"] for row in page[:limit]],
+                        FeedPosition(last["change_xid"], last["id"], position.since), True)
+    horizon = FeedPosition(rows[0]["horizon"], 0, position.since)
+    return FeedPage([row["contact"] for row in page], max(position, horizon, key=feed_order), False)
+
+
+def feed_order(position: FeedPosition) -> tuple[int, int]:
+    """Positions compare by (change_xid, id), as the feed is ordered."""
+    return int(position.change_xid), position.contact_id
 
 
 def find_contact(conn: psycopg.Connection, tenant_id: int, *, contact_id: int | None = None,

@@ -306,7 +306,7 @@ class ContactsQuerySchema(Schema):
     limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_FEED_PAGE))
     cursor = fields.String(validate=validate.Length(max=512))
 
-    @validates_schema(pass_original=True)
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
     def check_one_kind(self, data: dict, original: Any, **kwargs: Any) -> None:
         """One look-up key, or feed parameters, or nothing (the feed from the start)."""
         lookups = [name for name in LOOKUP_PARAMETERS if name in original]

@@ -23,7 +23,7 @@ NAIVE_SELECT = "SELECT id FROM contacts WHERE tenant_id = %s AND external_id = %
 NAIVE_UPDATE = """
 UPDATE contacts
 SET email = coalesce(%(email)s, email), first_name = coalesce(%(first_name)s, first_name),
-    attributes = attributes || %(attributes)s, updated_at = now()
+    attributes = attributes || %(attributes)s, updated_at = now(), change_xid = pg_current_xact_id()
 WHERE tenant_id = %(tenant_id)s AND id = %(id)s"""
 NAIVE_INSERT = """
 INSERT INTO contacts (tenant_id, external_id, email, first_name, locale, opt_in, attributes)

@@ -76,6 +76,8 @@ def test_look_ups_find_zero_or_one_contact(client, headers, make_tenant, make_to
     ("externalId=%20%20", "validation_failed"),
     ("email=a@example.com&externalId=a", "invalid_request"),
     ("email=a@example.com&limit=5", "invalid_request"),
+    ("email=bad@&limit=5", "invalid_request"),
+    ("email=", "validation_failed"),
     ("cursor=abc&updatedSince=2026-01-01T00:00:00Z", "invalid_request"),
     ("updatedSince=yesterday", "invalid_request"),
     ("updatedSince=2026-01-01T00:00:00", "invalid_request"),  # no time zone
@@ -113,10 +115,27 @@ def test_the_feed_pages_through_everything_and_resumes(client, headers, tenant):
     assert len(seen) == 25
 
     idle = get(client, headers, "/contacts", cursor=cursor).get_json()
-    assert (idle["data"], idle["hasMore"], idle["nextCursor"]) == ([], False, cursor)
+    assert (idle["data"], idle["hasMore"]) == ([], False)
     post_bulk(client, headers, [{"externalId": "c3", "firstName": "Changed"}, {"externalId": "new"}])
-    later, _ = follow_feed(client, headers, cursor=cursor)
-    assert [(c["externalId"], c["firstName"]) for c in later] == [("c3", "Changed"), ("new", None)]
+    for resume_from in (cursor, idle["nextCursor"]):  # the idle page's cursor moved up, losing nothing
+        later, _ = follow_feed(client, headers, cursor=resume_from)
+        assert [(c["externalId"], c["firstName"]) for c in later] == [("c3", "Changed"), ("new", None)]
+
+
+def test_a_quiet_poller_does_not_walk_the_same_rows_again(client, headers, db, tenant):
+    """A page that is not full moves the cursor up to the horizon: the next
+    poll starts past every row already examined, even those updatedSince skipped."""
+    post_bulk(client, headers, [{"externalId": f"c{i}"} for i in range(50)])
+    db.execute("UPDATE contacts SET updated_at = now() - interval '2 days'")
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    page = get(client, headers, "/contacts", updatedSince=since).get_json()
+    assert page["data"] == [] and page["hasMore"] is False
+    position = FeedPosition.decode(page["nextCursor"])
+    top = db.execute("SELECT max(change_xid::text::bigint) AS x FROM contacts").fetchone()["x"]
+    assert int(position.change_xid) > top  # past every row examined
+    post_bulk(client, headers, [{"externalId": "c7", "firstName": "Back"}])
+    later, _ = follow_feed(client, headers, cursor=page["nextCursor"])
+    assert [c["externalId"] for c in later] == ["c7"]
 
 
 def test_a_cursor_survives_a_restart_of_the_service(make_app, headers, tenant):
@@ -128,13 +147,17 @@ def test_a_cursor_survives_a_restart_of_the_service(make_app, headers, tenant):
     assert [c["externalId"] for c in page["data"] + rest] == [f"c{i}" for i in range(5)]
 
 
-def test_updated_since_starts_the_feed_at_that_time(client, headers, db, tenant):
-    post_bulk(client, headers, [{"externalId": "old"}])
-    db.execute("UPDATE contacts SET updated_at = now() - interval '2 days'")
+def test_updated_since_starts_the_feed_at_that_time_with_some_slack(client, headers, db, tenant):
+    """A transaction that started a little before updatedSince may commit after it:
+    its rows (updatedAt = its start) still come, at least once."""
+    post_bulk(client, headers, [{"externalId": "old"}, {"externalId": "started-before"}])
+    db.execute("UPDATE contacts SET updated_at = now() - interval '2 days' WHERE external_id = 'old'")
+    db.execute("UPDATE contacts SET updated_at = now() - interval '2 minutes'"
+               " WHERE external_id = 'started-before'")
     post_bulk(client, headers, [{"externalId": "recent"}])
-    since = (datetime.now(UTC) - timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
     seen, _ = follow_feed(client, headers, updatedSince=since)
-    assert [c["externalId"] for c in seen] == ["recent"]
+    assert [c["externalId"] for c in seen] == ["started-before", "recent"]
 
 
 def test_the_feed_waits_for_a_transaction_that_commits_late(client, headers, db, tenant, database_url):
@@ -165,6 +188,7 @@ def test_a_reader_following_the_feed_under_concurrent_writes_ends_with_the_table
     follows the feed; once they stop and the reader drains it, the reader's
     latest view of every contact equals the table."""
     app = make_app(DB_POOL_MAX=FEED_WRITERS + 2)
+    post_bulk(app.test_client(), headers, [{"externalId": f"c{i}"} for i in range(FEED_IDENTITIES)])
     stop = threading.Event()
     errors: list[str] = []
 

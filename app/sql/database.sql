@@ -8,3 +8,8 @@ SELECT 1;
 -- Serialise schema.sql runs (several workers or `init-db`s starting at once);
 -- held until the applying transaction ends.
 SELECT pg_advisory_xact_lock(hashtext('contactsync.schema'));
+
+-- name: allow-slow-schema-changes
+-- A schema change may rewrite a large table (a column with a volatile
+-- default, a new index): no statement timeout for this transaction only.
+SET LOCAL statement_timeout = 0;
