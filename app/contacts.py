@@ -8,6 +8,7 @@
 """
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -47,8 +48,12 @@ def bulk_update():
 @require_scope("contacts:write")
 def autosend_bulk_update():
     """AutoSend's door: at most 100 rows, partial success."""
-    return bulk_upsert(max_rows=min(AUTOSEND_MAX_ROWS, current_app.config["BULK_MAX"]),
-                       always_atomic=False)
+    return bulk_upsert(max_rows=autosend_max_rows(current_app.config), always_atomic=False)
+
+
+def autosend_max_rows(config: Mapping[str, Any]) -> int:
+    """AutoSend's door takes 100 rows, or fewer when CONTACTSYNC_BULK_MAX says so."""
+    return min(AUTOSEND_MAX_ROWS, config["BULK_MAX"])
 
 
 @bp.post("/contacts/bulk")

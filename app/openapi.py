@@ -13,6 +13,7 @@ from flask import Blueprint, Flask, current_app
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from app import schemas
+from app.contacts import autosend_max_rows
 
 bp = Blueprint("openapi", __name__)
 
@@ -32,7 +33,8 @@ ERROR_MEANINGS = {
 }
 WRITE_ERRORS = (400, 401, 403, 413, 415, 503)
 READ_ERRORS = (401, 403, 503)
-TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False, "schema": {"type": "string"},
+TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False,
+                 "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
                  "description": "Optional; when sent it must name the token's tenant."}
 
 
@@ -46,19 +48,21 @@ def error_responses(*statuses: int, **meanings: str) -> dict[int, Any]:
             for status in statuses}
 
 
-def bulk_operation(summary: str, description: str) -> dict[str, Any]:
+def bulk_operation(summary: str, description: str, max_rows: int) -> dict[str, Any]:
+    """A bulk door: the BulkRequest body with this door's row limit."""
+    body = {"allOf": [{"$ref": "#/components/schemas/BulkRequest"},
+                      {"properties": {"contacts": {"minItems": 1, "maxItems": max_rows}}}]}
     return {"post": {
         "summary": summary, "description": description, "tags": ["contacts"],
         "parameters": [TENANT_HEADER], "x-required-scope": "contacts:write",
-        "requestBody": {"required": True,
-                        "content": {"application/json": {"schema": "BulkRequest"}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {200: json_body("BulkResponse", "The request was valid; every row is reported."),
                       **error_responses(*WRITE_ERRORS)},
     }}
 
 
-def build_spec() -> dict[str, Any]:
-    """The whole document, as a dict."""
+def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
+    """The whole document, as a dict, with this configuration's row limits."""
     marshmallow = MarshmallowPlugin()
     spec = APISpec(
         title="contactsync", version="0.1.0", openapi_version="3.1.0", plugins=[marshmallow],
@@ -75,13 +79,14 @@ def build_spec() -> dict[str, Any]:
         spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
 
     spec.path("/contacts/bulk-update", operations=bulk_operation(
-        "Upsert 1-1000 contacts", "Invalid rows are reported and the valid ones written; "
-                                  '`"atomic": true` writes all or nothing.'))
+        f"Upsert 1-{bulk_max} contacts", "Invalid rows are reported and the valid ones written; "
+                                        '`"atomic": true` writes all or nothing.', bulk_max))
     spec.path("/v1/contacts/bulk-update", operations=bulk_operation(
-        "Upsert 1-100 contacts (AutoSend-compatible)", "userId and customFields are aliases."))
+        f"Upsert 1-{autosend_max} contacts (AutoSend-compatible)",
+        "userId and customFields are aliases.", autosend_max))
     spec.path("/contacts/bulk", operations=bulk_operation(
-        "Upsert 1-1000 contacts, all or nothing (MailingCore-compatible)",
-        "Any invalid or conflicting row: 400 validation_failed, nothing written."))
+        f"Upsert 1-{bulk_max} contacts, all or nothing (MailingCore-compatible)",
+        "Any invalid or conflicting row: 400 validation_failed, nothing written.", bulk_max))
     spec.path("/contacts", operations={
         "post": {
             "summary": "Upsert one contact", "tags": ["contacts"], "parameters": [TENANT_HEADER],
@@ -144,7 +149,8 @@ def openapi_document():
 
 def init_app(app: Flask) -> None:
     """Build the document now (a broken schema fails at start-up) and serve it and /docs."""
-    app.extensions["contactsync.openapi"] = build_spec()
+    app.extensions["contactsync.openapi"] = build_spec(app.config["BULK_MAX"],
+                                                       autosend_max_rows(app.config))
     app.register_blueprint(bp)
     # validatorUrl None: Swagger UI would otherwise send the document's URL to swagger.io.
     docs = get_swaggerui_blueprint(DOCS_URL, SPEC_URL,

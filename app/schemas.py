@@ -282,7 +282,7 @@ class BulkRequestSchema(Schema):
 
     contacts = ContactList(required=True, metadata={
         "type": "array", "items": {"$ref": "#/components/schemas/ContactRow"},
-        "description": "1 to 1000 contacts (1 to 100 on the AutoSend door)."})
+        "description": "The rows; each door sets its own limit."})
     run_workflow = StrictBoolean(data_key="runWorkflow", load_default=False)
     atomic = StrictBoolean(load_default=False)
     return_results = StrictBoolean(data_key="returnResults", load_default=False)

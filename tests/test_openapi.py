@@ -108,3 +108,17 @@ def test_the_docs_page_renders_from_local_assets(client):
         assert response.status_code == 200 and len(response.get_data()) > 0, asset
     bundle = client.get("/docs/swagger-ui-bundle.js").get_data(as_text=True)
     assert re.search(r'PACKAGE_VERSION:"5\.', bundle)  # Swagger UI 5 renders OpenAPI 3.1
+
+
+def door_limit(document: dict, path: str) -> int:
+    """The maxItems a bulk door's request body documents for `contacts`."""
+    body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return body["allOf"][1]["properties"]["contacts"]["maxItems"]
+
+
+@pytest.mark.parametrize("bulk_max, expected", [(None, (1000, 1000, 100)), (50, (50, 50, 50))])
+def test_each_bulk_door_documents_its_own_row_limit(make_app, bulk_max, expected):
+    app = make_app(**({"BULK_MAX": bulk_max} if bulk_max else {}))
+    document = app.test_client().get("/openapi.json").get_json()
+    doors = ("/contacts/bulk-update", "/contacts/bulk", "/v1/contacts/bulk-update")
+    assert tuple(door_limit(document, door) for door in doors) == expected
