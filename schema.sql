@@ -118,3 +118,6 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 -- need not start with tenant_id.
 CREATE INDEX IF NOT EXISTS webhook_events_due_idx
     ON webhook_events (next_attempt_at) WHERE status = 'pending';
+-- What the purge scans for: finished events by age.
+CREATE INDEX IF NOT EXISTS webhook_events_finished_idx
+    ON webhook_events (finished_at) WHERE status <> 'pending';

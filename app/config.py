@@ -67,4 +67,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WEBHOOK_TIMEOUT": _int(env, "CONTACTSYNC_WEBHOOK_TIMEOUT", 10, minimum=1, maximum=20),
         "WEBHOOK_ALLOW_PRIVATE": _flag(env, "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE"),
         "WEBHOOK_CONCURRENCY": _int(env, "CONTACTSYNC_WEBHOOK_CONCURRENCY", 4, minimum=1),
+        "WEBHOOK_RETENTION_DAYS": _int(env, "CONTACTSYNC_WEBHOOK_RETENTION_DAYS", 7, minimum=1),
     }

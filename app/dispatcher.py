@@ -19,12 +19,13 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app import webhooks
-from app.outbox import ClaimedEvent, claim_due_event, settle_event
+from app.outbox import ClaimedEvent, claim_due_event, purge_finished_events, settle_event
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
 LEASE_MARGIN_SECONDS = 5.0
+PURGE_EVERY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class DispatchSettings:
     timeout: float
     allow_private: bool
     poll_seconds: float = IDLE_POLL_SECONDS
+    retention_days: int = 7  # delivered and dead events are purged after this
 
     @property
     def lease_seconds(self) -> float:
@@ -54,7 +56,8 @@ class DispatchSettings:
 def settings_from_config(config: dict) -> DispatchSettings:
     """The dispatcher settings of an app's config."""
     return DispatchSettings(backoff=config["WEBHOOK_BACKOFF"], timeout=config["WEBHOOK_TIMEOUT"],
-                            allow_private=config["WEBHOOK_ALLOW_PRIVATE"])
+                            allow_private=config["WEBHOOK_ALLOW_PRIVATE"],
+                            retention_days=config["WEBHOOK_RETENTION_DAYS"])
 
 
 def attempt(event: ClaimedEvent, settings: DispatchSettings) -> webhooks.DeliveryResult:
@@ -109,6 +112,17 @@ def run_loop(pool: ConnectionPool, settings: DispatchSettings, stop: threading.E
             stop.wait(settings.poll_seconds)
 
 
+def purge(pool: ConnectionPool, settings: DispatchSettings) -> None:
+    """Delete finished events past the retention, a slice at a time; trouble waits for next time."""
+    try:
+        with pool.connection() as conn:
+            while (deleted := purge_finished_events(conn, settings.retention_days)) > 0:
+                log.info("purged %d finished events older than %d days", deleted,
+                         settings.retention_days)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        log.warning("purge skipped, database unavailable: %s", type(exc).__name__)
+
+
 def run_until_signalled(pool: ConnectionPool, settings: DispatchSettings, threads: int) -> None:
     """Run `threads` dispatch loops until SIGTERM or SIGINT; return when all have finished.
 
@@ -126,7 +140,11 @@ def run_until_signalled(pool: ConnectionPool, settings: DispatchSettings, thread
                                 name=f"dispatcher-{n}", daemon=True) for n in range(threads)]
     for worker in workers:
         worker.start()
+    next_purge = time.monotonic()
     while not signals_received:
+        if time.monotonic() >= next_purge:
+            purge(pool, settings)
+            next_purge = time.monotonic() + PURGE_EVERY_SECONDS
         time.sleep(0.2)  # a signal cuts the sleep short, and its handler runs here
     stop.set()
     for worker in workers:

@@ -94,6 +94,12 @@ def settle_event(conn: psycopg.Connection, event: ClaimedEvent, *, delivered: bo
         conn.execute(queries["mark-event-dead"], {**key, "error": error})
 
 
+def purge_finished_events(conn: psycopg.Connection, retention_days: int, limit: int = 10_000) -> int:
+    """Delete up to `limit` delivered or dead events older than the retention; return how many."""
+    return conn.execute(queries["purge-finished-events"],
+                        {"retention_days": retention_days, "limit": limit}).rowcount
+
+
 def count_events(conn: psycopg.Connection, slug: str | None = None) -> list[dict[str, Any]]:
     """Pending, delivered and dead events per tenant (one tenant when `slug` is given)."""
     return conn.execute(queries["count-events-by-tenant"], {"slug": slug}).fetchall()

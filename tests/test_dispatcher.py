@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.dispatcher import DispatchSettings, dispatch_one
+from app.dispatcher import DispatchSettings, dispatch_one, purge
 from app.webhooks import iso_timestamp
 from tests.receiver import Answer
 from tests.support import auth_headers, post_bulk, stored_contacts, stored_events
@@ -227,3 +227,19 @@ def test_two_dispatchers_at_once_deliver_each_event_once(database_url, client, h
     ids = [r.headers["webhook-id"] for r in receiver.requests]
     assert len(ids) == 200 and len(set(ids)) == 200
     assert {e["attempts"] for e in stored_events(db, tenant["id"])} == {1}
+
+
+def test_finished_events_are_purged_after_the_retention(app, client, headers, db, tenant, secret,
+                                                         receiver):
+    post_bulk(client, headers, [{"externalId": f"c{i}"} for i in range(4)], runWorkflow=True)
+    assert drain(app) == 4
+    events = stored_events(db, tenant["id"])
+    old_delivered, old_dead, recent, pending = (e["event_id"] for e in events)
+    db.execute("UPDATE webhook_events SET status = 'dead' WHERE event_id = %s", (old_dead,))
+    db.execute("UPDATE webhook_events SET finished_at = now() - interval '8 days'"
+               " WHERE event_id = ANY(%s)", ([old_delivered, old_dead],))
+    db.execute("UPDATE webhook_events SET status = 'pending', finished_at = NULL,"
+               " created_at = now() - interval '30 days' WHERE event_id = %s", (pending,))
+    purge(app.extensions["contactsync.pool"], DispatchSettings(backoff=(), timeout=1,
+                                                               allow_private=True, retention_days=7))
+    assert sorted(e["event_id"] for e in stored_events(db, tenant["id"])) == sorted([recent, pending])

@@ -60,6 +60,17 @@ UPDATE webhook_events
 SET status = 'dead', finished_at = now(), lease_id = NULL, last_error = %(error)s
 WHERE tenant_id = %(tenant_id)s AND id = %(id)s AND lease_id = %(lease_id)s;
 
+-- name: purge-finished-events
+-- Delivered and dead events older than the retention, a bounded slice per
+-- call so that one purge never holds many row locks or runs long.
+DELETE FROM webhook_events
+WHERE (tenant_id, id) IN (
+    SELECT tenant_id, id
+    FROM webhook_events
+    WHERE status <> 'pending' AND finished_at < now() - make_interval(days => %(retention_days)s)
+    LIMIT %(limit)s
+);
+
 -- name: count-events-by-tenant
 -- `workflows status`: events per state for every tenant, or one (slug given).
 SELECT t.slug, t.webhook_url, t.webhook_enabled,
