@@ -121,3 +121,20 @@ CREATE INDEX IF NOT EXISTS webhook_events_due_idx
 -- What the purge scans for: finished events by age.
 CREATE INDEX IF NOT EXISTS webhook_events_finished_idx
     ON webhook_events (finished_at) WHERE status <> 'pending';
+
+-- Idempotency-Key answers: the first answer a write gave under a key, kept
+-- until expires_at (CONTACTSYNC_IDEMPOTENCY_TTL) and written in that write's
+-- transaction. fingerprint is the SHA-256 of method, path and body bytes, so
+-- the same key with another request is told apart; body is the answer's
+-- bytes, replayed as they were.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id   bigint NOT NULL REFERENCES tenants (id),
+    key         text NOT NULL,
+    fingerprint bytea NOT NULL,
+    status      smallint NOT NULL,
+    body        bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_expires_idx ON idempotency_keys (expires_at);

@@ -1,6 +1,7 @@
 """Settings from environment variables, with the defaults the README documents."""
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,21 @@ def _seconds_list(environ: Mapping[str, str], name: str, default: tuple[float, .
     return values
 
 
+DURATION = re.compile(r"(\d+)\s*([smhd]?)")
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(environ: Mapping[str, str], name: str, default: int) -> int:
+    """Read seconds, or a duration such as 90s, 15m, 24h or 7d; fail at start-up otherwise."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    match = DURATION.fullmatch(raw.strip().lower())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{name} must be seconds or a duration such as 24h, got {raw!r}")
+    return int(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
 def _flag(environ: Mapping[str, str], name: str) -> bool:
     """A yes/no setting: 1, true or yes (any case) means yes."""
     return environ.get(name, "").strip().lower() in ("1", "true", "yes")
@@ -68,4 +84,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WEBHOOK_ALLOW_PRIVATE": _flag(env, "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE"),
         "WEBHOOK_CONCURRENCY": _int(env, "CONTACTSYNC_WEBHOOK_CONCURRENCY", 4, minimum=1),
         "WEBHOOK_RETENTION_DAYS": _int(env, "CONTACTSYNC_WEBHOOK_RETENTION_DAYS", 7, minimum=1),
+        "IDEMPOTENCY_TTL_SECONDS": _duration(env, "CONTACTSYNC_IDEMPOTENCY_TTL", 24 * 3600),
     }

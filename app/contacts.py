@@ -8,23 +8,34 @@
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, Response, current_app, g, request
 from marshmallow import ValidationError
 
 from app.auth import require_scope
 from app.db import get_conn, run_in_transaction
 from app.errors import (
     BatchSize,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
     IdentityConflict,
     InvalidJson,
     InvalidRequest,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
+)
+from app.idempotency import (
+    MAX_KEY_LENGTH,
+    StoredAnswer,
+    find_answer,
+    request_fingerprint,
+    store_answer,
+    try_claim,
 )
 from app.outbox import enqueue_contact_events
 from app.reads import find_contact
@@ -67,7 +78,11 @@ def mailingcore_bulk():
 @require_scope("contacts:write")
 def upsert_contact():
     """One contact, the same rules as a bulk row: 201 when created, else 200."""
-    body = read_json_body()
+    raw = read_body()
+    idempotency = idempotency_of_request(raw)
+    if idempotency is not None and (replay := stored_answer(idempotency)) is not None:
+        return replay
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be one contact object.")
     try:
@@ -78,33 +93,34 @@ def upsert_contact():
     run_workflow = row.pop("run_workflow")
     tenant_id = g.principal.tenant_id
 
-    def work(conn: psycopg.Connection, attempt: int) -> tuple[RowOutcome, dict | None]:
+    def work(conn: psycopg.Connection, attempt: int) -> tuple[dict, int]:
         batch = plan_upsert(conn, tenant_id, [(0, row)], exclusive=attempt > 1)
         [outcome] = batch.outcomes
         if outcome.status == FAILED or outcome.contact is None:
-            return outcome, None
+            conflict = conflict_failure(outcome, body)["conflict"]
+            raise IdentityConflict(details={"conflict": {key: conflict[key] for key in
+                                                         ("externalIdContactId", "emailContactId")}})
         write_batch(conn, batch, run_workflow)
         # Read back in the same transaction: the answer is this request's result, not a later one.
-        return outcome, find_contact(conn, tenant_id, contact_id=outcome.contact.id)
+        contact = find_contact(conn, tenant_id, contact_id=outcome.contact.id)
+        return ({"success": True, "data": {"status": outcome.status, "contact": contact}},
+                201 if outcome.status == CREATED else 200)
 
-    with get_conn() as conn:
-        outcome, contact = run_in_transaction(conn, work, attempts=current_app.config["TX_ATTEMPTS"])
-    if outcome.status == FAILED:
-        conflict = conflict_failure(outcome, body)["conflict"]
-        raise IdentityConflict(details={"conflict": {key: conflict[key] for key in
-                                                     ("externalIdContactId", "emailContactId")}})
-    status = 201 if outcome.status == CREATED else 200
-    return {"success": True, "data": {"status": outcome.status, "contact": contact}}, status
+    return run_write(work, idempotency)
 
 
-def read_json_body() -> Any:
-    """The request body as JSON: 415, 413 and 400 `invalid_json` in that order."""
+def read_body() -> bytes:
+    """The request body's bytes: 415 unless JSON, then 413 when too large."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType()
     limit = current_app.config["MAX_BODY_BYTES"]
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(details={"maxBytes": limit})
-    raw = request.get_data(cache=False)  # Werkzeug stops a chunked body at the limit (413)
+    return request.get_data(cache=False)  # Werkzeug stops a chunked body at the limit (413)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON, or 400 `invalid_json`."""
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -136,8 +152,12 @@ def json_error_reason(exc: Exception) -> str:
 
 def bulk_upsert(max_rows: int, always_atomic: bool):
     """Validate a bulk request, run the engine in one transaction, report every row."""
+    raw = read_body()
+    idempotency = idempotency_of_request(raw)
+    if idempotency is not None and (replay := stored_answer(idempotency)) is not None:
+        return replay
     try:
-        options = bulk_request_schema.load(read_json_body())
+        options = bulk_request_schema.load(parse_json(raw))
     except ValidationError as exc:
         raise InvalidRequest(details=exc.messages) from None
     rows = options["contacts"]
@@ -145,14 +165,24 @@ def bulk_upsert(max_rows: int, always_atomic: bool):
         raise BatchSize(f"Send between 1 and {max_rows} contacts per request.",
                         details={"min": 1, "max": max_rows, "received": len(rows)})
     atomic = always_atomic or options["atomic"]
-
     valid, invalid = validate_rows(rows)
-    outcomes = write_rows(rows, valid, invalid, atomic, options["run_workflow"]) if valid else []
-    if atomic and invalid:  # only when no row was valid: write_rows raises otherwise
-        raise ValidationFailed(details={"failures": invalid})
-    failures = all_failures(rows, invalid, outcomes)
-    return {"success": True,
-            "data": summary(len(rows), outcomes, failures, options["return_results"])}
+    tenant_id = g.principal.tenant_id
+
+    def work(conn: psycopg.Connection, attempt: int) -> tuple[dict, int]:
+        # The first attempt locks only what it writes; a retry, which means
+        # contention, holds off the tenant's other batches so it cannot fail again.
+        batch = plan_upsert(conn, tenant_id, valid, exclusive=attempt > 1)
+        # All-or-nothing: matched first, so that the 400 lists conflicts as well
+        # as invalid rows, and the transaction rolls back.
+        if atomic and (invalid or batch.failed):
+            raise ValidationFailed(details={"failures": all_failures(rows, invalid, batch.outcomes)})
+        write_batch(conn, batch, options["run_workflow"])
+        # After the write: a conflict with a contact this batch created names its new id.
+        failures = all_failures(rows, invalid, batch.outcomes)
+        return {"success": True, "data": summary(len(rows), batch.outcomes, failures,
+                                                 options["return_results"])}, 200
+
+    return run_write(work, idempotency)
 
 
 def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
@@ -167,27 +197,86 @@ def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
     return valid, invalid
 
 
-def write_rows(rows: list[Any], valid: list[tuple[int, dict]], invalid: list[dict],
-               atomic: bool, run_workflow: bool) -> list[RowOutcome]:
-    """Run the engine for the caller's tenant in one transaction, retried on races.
+@dataclass(frozen=True)
+class Idempotency:
+    """A request's Idempotency-Key and what makes it "the same request"."""
 
-    In all-or-nothing mode the rows are matched first, so that the 400 lists
-    conflicts as well as invalid rows, and the transaction is rolled back.
-    With `run_workflow` the contacts written get their events (write_batch).
+    key: str
+    fingerprint: bytes
+
+
+def idempotency_of_request(raw_body: bytes) -> Idempotency | None:
+    """The request's Idempotency-Key, checked, with its fingerprint; None without one."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise InvalidRequest(details={"Idempotency-Key": [
+            f"1 to {MAX_KEY_LENGTH} printable ASCII characters."]})
+    return Idempotency(key, request_fingerprint(request.method, request.path, raw_body))
+
+
+def stored_answer(idempotency: Idempotency) -> Response | None:
+    """The replay of an earlier answer under this key, if there is one (or 422)."""
+    with get_conn() as conn:
+        answer = find_answer(conn, g.principal.tenant_id, idempotency.key)
+    return None if answer is None else replay(answer, idempotency)
+
+
+def claim(conn: psycopg.Connection, tenant_id: int, idempotency: Idempotency) -> None:
+    """Hold the key for this transaction: 409 while another request holds it, and
+    the other's answer when it committed between our look-up and now."""
+    if not try_claim(conn, tenant_id, idempotency.key):
+        raise IdempotencyKeyInProgress()
+    answer = find_answer(conn, tenant_id, idempotency.key)
+    if answer is not None:
+        raise AnsweredMeanwhile(answer)
+
+
+def replay(answer: StoredAnswer, idempotency: Idempotency) -> Response:
+    """The first answer again, byte for byte, if it answered this very request."""
+    if answer.fingerprint != idempotency.fingerprint:
+        raise IdempotencyKeyReused()
+    return Response(answer.body, answer.status, mimetype="application/json",
+                    headers={"Idempotent-Replayed": "true"})
+
+
+class AnsweredMeanwhile(Exception):
+    """Another request with the same Idempotency-Key committed its answer first."""
+
+    def __init__(self, answer: StoredAnswer) -> None:
+        super().__init__("answered meanwhile")
+        self.answer = answer
+
+
+def run_write(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
+              idempotency: Idempotency | None) -> Response:
+    """Run `work(conn, attempt)` in one transaction, retried on races, and answer
+    with the (body, status) it returns.
+
+    With an Idempotency-Key the key is claimed first and the answer stored in
+    the same transaction, so it exists exactly when the write committed.
     """
     tenant_id = g.principal.tenant_id
 
-    def work(conn: psycopg.Connection, attempt: int) -> list[RowOutcome]:
-        # The first attempt locks only what it writes; a retry, which means
-        # contention, holds off the tenant's other batches so it cannot fail again.
-        batch = plan_upsert(conn, tenant_id, valid, exclusive=attempt > 1)
-        if atomic and (invalid or batch.failed):
-            raise ValidationFailed(details={"failures": all_failures(rows, invalid, batch.outcomes)})
-        write_batch(conn, batch, run_workflow)
-        return batch.outcomes
+    def attempt_write(conn: psycopg.Connection, attempt: int) -> Response:
+        if idempotency is not None:
+            claim(conn, tenant_id, idempotency)
+        body, status = work(conn, attempt)
+        response = current_app.json.response(body)
+        response.status_code = status
+        if idempotency is not None:
+            store_answer(conn, tenant_id, idempotency.key,
+                         StoredAnswer(idempotency.fingerprint, status, response.get_data()),
+                         current_app.config["IDEMPOTENCY_TTL_SECONDS"])
+        return response
 
     with get_conn() as conn:
-        return run_in_transaction(conn, work, attempts=current_app.config["TX_ATTEMPTS"])
+        try:
+            return run_in_transaction(conn, attempt_write, attempts=current_app.config["TX_ATTEMPTS"])
+        except AnsweredMeanwhile as done:
+            assert idempotency is not None
+            return replay(done.answer, idempotency)
 
 
 def write_batch(conn: psycopg.Connection, batch: Batch, run_workflow: bool) -> None:

@@ -19,6 +19,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app import webhooks
+from app.idempotency import purge_expired_keys
 from app.outbox import ClaimedEvent, claim_due_event, purge_finished_events, settle_event
 
 log = logging.getLogger(__name__)
@@ -113,12 +114,16 @@ def run_loop(pool: ConnectionPool, settings: DispatchSettings, stop: threading.E
 
 
 def purge(pool: ConnectionPool, settings: DispatchSettings) -> None:
-    """Delete finished events past the retention, a slice at a time; trouble waits for next time."""
+    """Delete finished events past the retention and expired idempotency keys, a
+    slice at a time; database trouble waits for the next round. (The dispatcher
+    is the one long-running process of a deployment, so it does the upkeep.)"""
     try:
         with pool.connection() as conn:
             while (deleted := purge_finished_events(conn, settings.retention_days)) > 0:
                 log.info("purged %d finished events older than %d days", deleted,
                          settings.retention_days)
+            while (deleted := purge_expired_keys(conn)) > 0:
+                log.info("purged %d expired idempotency keys", deleted)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         log.warning("purge skipped, database unavailable: %s", type(exc).__name__)
 

@@ -85,6 +85,16 @@ class IdentityConflict(ApiError):
     message = "The externalId and the email of this contact belong to different contacts."
 
 
+class IdempotencyKeyInProgress(ApiError):
+    status, code = 409, "idempotency_key_in_progress"
+    message = "A request with this Idempotency-Key is still running; retry when it has answered."
+
+
+class IdempotencyKeyReused(ApiError):
+    status, code = 422, "idempotency_key_reused"
+    message = "This Idempotency-Key was used for another request (another body, method or path)."
+
+
 class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
     message = "The request body is larger than this server accepts."

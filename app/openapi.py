@@ -26,13 +26,19 @@ ERROR_MEANINGS = {
     401: "unauthorized: the bearer token is missing, malformed, unknown or revoked.",
     403: "insufficient_scope or tenant_mismatch.",
     404: "not_found.",
-    409: "identity_conflict: the externalId and the email belong to different contacts.",
+    409: "idempotency_key_in_progress: a request with this Idempotency-Key is still running.",
+    422: "idempotency_key_reused: this Idempotency-Key answered another request.",
     413: "payload_too_large.",
     415: "unsupported_media_type: send application/json.",
     503: "database_unavailable: retry after Retry-After seconds.",
 }
-WRITE_ERRORS = (400, 401, 403, 413, 415, 503)
+WRITE_ERRORS = (400, 401, 403, 409, 413, 415, 422, 503)
 READ_ERRORS = (401, 403, 503)
+IDEMPOTENCY_HEADER = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Retry-safe writes: the same key with the same request replays the first "
+                   "2xx answer (header Idempotent-Replayed: true) without applying it again."}
 TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False,
                  "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
                  "description": "Optional; when sent it must name the token's tenant."}
@@ -54,7 +60,7 @@ def bulk_operation(summary: str, description: str, max_rows: int) -> dict[str, A
                       {"properties": {"contacts": {"minItems": 1, "maxItems": max_rows}}}]}
     return {"post": {
         "summary": summary, "description": description, "tags": ["contacts"],
-        "parameters": [TENANT_HEADER], "x-required-scope": "contacts:write",
+        "parameters": [TENANT_HEADER, IDEMPOTENCY_HEADER], "x-required-scope": "contacts:write",
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {200: json_body("BulkResponse", "The request was valid; every row is reported."),
                       **error_responses(*WRITE_ERRORS)},
@@ -89,15 +95,18 @@ def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
         "Any invalid or conflicting row: 400 validation_failed, nothing written.", bulk_max))
     spec.path("/contacts", operations={
         "post": {
-            "summary": "Upsert one contact", "tags": ["contacts"], "parameters": [TENANT_HEADER],
+            "summary": "Upsert one contact", "tags": ["contacts"],
+            "parameters": [TENANT_HEADER, IDEMPOTENCY_HEADER],
             "x-required-scope": "contacts:write",
             "requestBody": {"required": True,
                             "content": {"application/json": {"schema": "ContactUpsert"}}},
             "responses": {201: json_body("UpsertResponse", "Created."),
                           200: json_body("UpsertResponse", "Updated or unchanged."),
-                          **error_responses(*WRITE_ERRORS, 409, status_400=(
+                          **error_responses(*WRITE_ERRORS, status_400=(
                               "invalid_json, invalid_request (not an object), or validation_failed "
-                              "(details.errors: every field error); nothing was written."))},
+                              "(details.errors: every field error); nothing was written."),
+                              status_409=("identity_conflict: the externalId and the email belong "
+                                          "to different contacts; or idempotency_key_in_progress."))},
         },
         "get": {
             "summary": "Look a contact up, or read the change feed", "tags": ["contacts"],
