@@ -41,15 +41,18 @@ DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _duration(environ: Mapping[str, str], name: str, default: int) -> int:
-    """Read seconds, or a duration such as 90s, 15m, 24h or 7d; fail at start-up otherwise."""
+def _duration(environ: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    """Read seconds, or a duration such as 90s, 15m, 24h or 7d, up to `maximum`
+    seconds; fail at start-up otherwise."""
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     match = DURATION.fullmatch(raw.strip().lower())
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"{name} must be seconds or a duration such as 24h, got {raw!r}")
-    return int(match.group(1)) * DURATION_UNITS[match.group(2)]
+    seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)] if match else 0
+    if not 0 < seconds <= maximum:
+        raise ValueError(f"{name} must be seconds or a duration such as 24h, "
+                         f"at most {maximum // 86400} days, got {raw!r}")
+    return seconds
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:
@@ -84,5 +87,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WEBHOOK_ALLOW_PRIVATE": _flag(env, "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE"),
         "WEBHOOK_CONCURRENCY": _int(env, "CONTACTSYNC_WEBHOOK_CONCURRENCY", 4, minimum=1),
         "WEBHOOK_RETENTION_DAYS": _int(env, "CONTACTSYNC_WEBHOOK_RETENTION_DAYS", 7, minimum=1),
-        "IDEMPOTENCY_TTL_SECONDS": _duration(env, "CONTACTSYNC_IDEMPOTENCY_TTL", 24 * 3600),
+        "IDEMPOTENCY_TTL_SECONDS": _duration(env, "CONTACTSYNC_IDEMPOTENCY_TTL", 24 * 3600,
+                                             maximum=365 * 86400),
     }

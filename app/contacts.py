@@ -223,14 +223,15 @@ def stored_answer(idempotency: Idempotency) -> Response | None:
     return None if answer is None else replay(answer, idempotency)
 
 
-def claim(conn: psycopg.Connection, tenant_id: int, idempotency: Idempotency) -> None:
-    """Hold the key for this transaction: 409 while another request holds it, and
-    the other's answer when it committed between our look-up and now."""
-    if not try_claim(conn, tenant_id, idempotency.key):
+def claim(conn: psycopg.Connection, tenant_id: int, idempotency: Idempotency,
+          wait: bool) -> StoredAnswer | None:
+    """Hold the key for this transaction, and return the answer another request
+    with it committed since our look-up, if one did. 409 while another request
+    holds the key, unless `wait` (a retry of ours, which released the key when
+    its attempt rolled back and must not be turned away from its own key)."""
+    if not try_claim(conn, tenant_id, idempotency.key, wait=wait):
         raise IdempotencyKeyInProgress()
-    answer = find_answer(conn, tenant_id, idempotency.key)
-    if answer is not None:
-        raise AnsweredMeanwhile(answer)
+    return find_answer(conn, tenant_id, idempotency.key)
 
 
 def replay(answer: StoredAnswer, idempotency: Idempotency) -> Response:
@@ -239,14 +240,6 @@ def replay(answer: StoredAnswer, idempotency: Idempotency) -> Response:
         raise IdempotencyKeyReused()
     return Response(answer.body, answer.status, mimetype="application/json",
                     headers={"Idempotent-Replayed": "true"})
-
-
-class AnsweredMeanwhile(Exception):
-    """Another request with the same Idempotency-Key committed its answer first."""
-
-    def __init__(self, answer: StoredAnswer) -> None:
-        super().__init__("answered meanwhile")
-        self.answer = answer
 
 
 def run_write(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
@@ -261,7 +254,9 @@ def run_write(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
 
     def attempt_write(conn: psycopg.Connection, attempt: int) -> Response:
         if idempotency is not None:
-            claim(conn, tenant_id, idempotency)
+            answered = claim(conn, tenant_id, idempotency, wait=attempt > 1)
+            if answered is not None:  # committing this read-only transaction is harmless
+                return replay(answered, idempotency)
         body, status = work(conn, attempt)
         response = current_app.json.response(body)
         response.status_code = status
@@ -272,11 +267,7 @@ def run_write(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
         return response
 
     with get_conn() as conn:
-        try:
-            return run_in_transaction(conn, attempt_write, attempts=current_app.config["TX_ATTEMPTS"])
-        except AnsweredMeanwhile as done:
-            assert idempotency is not None
-            return replay(done.answer, idempotency)
+        return run_in_transaction(conn, attempt_write, attempts=current_app.config["TX_ATTEMPTS"])
 
 
 def write_batch(conn: psycopg.Connection, batch: Batch, run_workflow: bool) -> None:

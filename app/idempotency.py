@@ -42,10 +42,11 @@ def find_answer(conn: psycopg.Connection, tenant_id: int, key: str) -> StoredAns
     return None if row is None else StoredAnswer(bytes(row["fingerprint"]), row["status"], bytes(row["body"]))
 
 
-def try_claim(conn: psycopg.Connection, tenant_id: int, key: str) -> bool:
-    """Take the key's lock for this transaction; False when another request holds it."""
-    return conn.execute(queries["try-lock-idempotency-key"],
-                        {"tenant_id": tenant_id, "key": key}).fetchone()["locked"]
+def try_claim(conn: psycopg.Connection, tenant_id: int, key: str, wait: bool = False) -> bool:
+    """Take the key's lock for this transaction; False when another request holds
+    it, unless `wait`: then wait for it (bounded by lock_timeout)."""
+    query = queries["lock-idempotency-key" if wait else "try-lock-idempotency-key"]
+    return conn.execute(query, {"tenant_id": tenant_id, "key": key}).fetchone()["locked"]
 
 
 def store_answer(conn: psycopg.Connection, tenant_id: int, key: str, answer: StoredAnswer,

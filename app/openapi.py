@@ -36,7 +36,7 @@ WRITE_ERRORS = (400, 401, 403, 409, 413, 415, 422, 503)
 READ_ERRORS = (401, 403, 503)
 IDEMPOTENCY_HEADER = {
     "in": "header", "name": "Idempotency-Key", "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"},
     "description": "Retry-safe writes: the same key with the same request replays the first "
                    "2xx answer (header Idempotent-Replayed: true) without applying it again."}
 TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False,

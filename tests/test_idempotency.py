@@ -32,12 +32,19 @@ def test_the_same_request_again_replays_the_first_answer_and_writes_nothing(clie
     assert stored_contacts(db, tenant["id"]) == [before]  # updated_at untouched
 
 
-def test_a_replay_fires_no_workflow_event_again(client, headers, db, tenant, make_webhook):
+def test_a_replay_neither_undoes_a_later_change_nor_fires_an_event(client, headers, db, tenant,
+                                                                    make_webhook):
+    """A late retry of "set X" must not apply X over a newer "set Y" (which
+    would also fire an event): it only gets its first answer back."""
     make_webhook(tenant, "http://127.0.0.1:9/hooks")
-    body = {"contacts": [{"externalId": "a"}], "runWorkflow": True}
-    for _ in range(3):
-        assert send(client, headers, "/contacts/bulk-update", body).status_code == 200
-    assert len(stored_events(db, tenant["id"])) == 1
+    set_x = {"contacts": [{"externalId": "a", "firstName": "X"}], "runWorkflow": True}
+    set_y = {"contacts": [{"externalId": "a", "firstName": "Y"}], "runWorkflow": True}
+    assert send(client, headers, "/contacts/bulk-update", set_x, key="x").status_code == 200
+    assert send(client, headers, "/contacts/bulk-update", set_y, key="y").status_code == 200
+    retry = send(client, headers, "/contacts/bulk-update", set_x, key="x")
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert [c["first_name"] for c in stored_contacts(db, tenant["id"])] == ["Y"]
+    assert len(stored_events(db, tenant["id"])) == 2
 
 
 def test_a_single_upsert_replays_its_201(client, headers, db, tenant):
@@ -136,6 +143,12 @@ def test_an_expired_key_is_a_new_request_and_is_purged(client, headers, db, tena
     assert db.execute("SELECT count(*) AS n FROM idempotency_keys").fetchone()["n"] == 0
 
 
+def test_a_key_of_255_characters_is_taken(client, headers):
+    response = send(client, headers, "/contacts/bulk-update", {"contacts": [{"externalId": "a"}]},
+                    key="k" * 255)
+    assert response.status_code == 200
+
+
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\tkey"])
 def test_a_malformed_key_is_invalid_request(client, headers, key):
     response = client.post("/contacts/bulk-update", json={"contacts": [{"externalId": "a"}]},
@@ -148,6 +161,6 @@ def test_the_ttl_takes_seconds_or_a_duration():
     assert load_config({})["IDEMPOTENCY_TTL_SECONDS"] == 86400
     for raw, seconds in (("90", 90), ("15m", 900), ("24h", 86400), ("7d", 604800)):
         assert load_config({"CONTACTSYNC_IDEMPOTENCY_TTL": raw})["IDEMPOTENCY_TTL_SECONDS"] == seconds
-    for raw in ("0", "1w", "-5", "soon"):
+    for raw in ("0", "1w", "-5", "soon", "1000000000d"):
         with pytest.raises(ValueError):
             load_config({"CONTACTSYNC_IDEMPOTENCY_TTL": raw})

@@ -11,6 +11,13 @@ WHERE tenant_id = %(tenant_id)s AND key = %(key)s AND expires_at > now();
 SELECT pg_try_advisory_xact_lock(
     hashtextextended('contactsync.idempotency:' || %(key)s, %(tenant_id)s::bigint)) AS locked;
 
+-- name: lock-idempotency-key
+-- The same lock, waited for: a request's own retry after its attempt rolled
+-- back (and so released the key) must not be refused its own key.
+SELECT true AS locked
+FROM pg_advisory_xact_lock(
+    hashtextextended('contactsync.idempotency:' || %(key)s, %(tenant_id)s::bigint));
+
 -- name: upsert-idempotent-answer
 -- Under the key's lock, with no unexpired answer found: a row still here is
 -- an expired one the purge has not reached, and it is replaced.
@@ -22,8 +29,11 @@ SET fingerprint = excluded.fingerprint, status = excluded.status, body = exclude
     created_at = now(), expires_at = excluded.expires_at;
 
 -- name: purge-expired-idempotency-keys
--- A bounded slice per call, like the event purge.
+-- A bounded slice per call, like the event purge. expires_at is checked again
+-- outside the subquery: a key renewed (upsert-idempotent-answer) while this
+-- waited for its row lock is re-checked here and kept.
 DELETE FROM idempotency_keys
 WHERE (tenant_id, key) IN (
     SELECT tenant_id, key FROM idempotency_keys WHERE expires_at <= now() LIMIT %(limit)s
-);
+)
+  AND expires_at <= now();
