@@ -80,7 +80,7 @@ def upsert_contact():
     """One contact, the same rules as a bulk row: 201 when created, else 200."""
     raw = read_body()
     idempotency = idempotency_of_request(raw)
-    if idempotency is not None and (replay := stored_answer(idempotency)) is not None:
+    if idempotency is not None and (replay := replay_if_answered(idempotency)) is not None:
         return replay
     body = parse_json(raw)
     if not isinstance(body, dict):
@@ -154,7 +154,7 @@ def bulk_upsert(max_rows: int, always_atomic: bool):
     """Validate a bulk request, run the engine in one transaction, report every row."""
     raw = read_body()
     idempotency = idempotency_of_request(raw)
-    if idempotency is not None and (replay := stored_answer(idempotency)) is not None:
+    if idempotency is not None and (replay := replay_if_answered(idempotency)) is not None:
         return replay
     try:
         options = bulk_request_schema.load(parse_json(raw))
@@ -216,7 +216,7 @@ def idempotency_of_request(raw_body: bytes) -> Idempotency | None:
     return Idempotency(key, request_fingerprint(request.method, request.path, raw_body))
 
 
-def stored_answer(idempotency: Idempotency) -> Response | None:
+def replay_if_answered(idempotency: Idempotency) -> Response | None:
     """The replay of an earlier answer under this key, if there is one (or 422)."""
     with get_conn() as conn:
         answer = find_answer(conn, g.principal.tenant_id, idempotency.key)

@@ -9,7 +9,7 @@ them, so a moved line does not break the attribution:
 
 | bucket     | functions (cumulative time)                                             |
 |------------|-------------------------------------------------------------------------|
-| json       | app/contacts.py read_json_body (reads the body and json.loads it); if   |
+| json       | app/contacts.py parse_json (json.loads of the body); if                 |
 |            | it is gone: json loads / orjson.loads not called from psycopg (psycopg  |
 |            | decodes stored jsonb with json.loads, which is SQL time)                |
 | validation | app/contacts.py validate_rows (every row, whatever validates it) plus   |
@@ -22,7 +22,8 @@ them, so a moved line does not break the attribution:
 |            | copy, stream, and psycopg/transaction.py __enter__/__exit__ (BEGIN,     |
 |            | COMMIT): waiting on the database plus adapting parameters and rows      |
 | response   | flask/app.py finalize_request (make_response: the JSON dump, headers),  |
-|            | app/contacts.py summary, and jsonify when called outside summary        |
+|            | app/contacts.py summary, jsonify when called outside summary, and the   |
+|            | JSON provider's response() (run_write dumps the answer itself)          |
 | rest       | total minus the above: routing, auth, the engine's Python, the pool...  |
 
 cProfile slows Python code far more than it slows waiting on a socket, so
@@ -59,7 +60,7 @@ SQL_FUNCTIONS: list[Key] = [
     ("psycopg/transaction.py", "__enter__"),
     ("psycopg/transaction.py", "__exit__"),
 ]
-READ_JSON_BODY: Key = ("app/contacts.py", "read_json_body")
+PARSE_JSON: Key = ("app/contacts.py", "parse_json")
 JSON_LOADS: list[Key] = [("json/__init__.py", "loads"), ("~", "<built-in method orjson.loads>")]
 SCHEMA_LOAD: Key = ("marshmallow/schema.py", "load")
 VALIDATE_ROWS: Key = ("app/contacts.py", "validate_rows")
@@ -69,6 +70,7 @@ EMAIL_CHECKS: list[Key] = [("app/schemas.py", "normalise_email"),
 FINALIZE_REQUEST: Key = ("flask/app.py", "finalize_request")
 SUMMARY: Key = ("app/contacts.py", "summary")
 JSONIFY: Key = ("flask/json/__init__.py", "jsonify")
+JSON_RESPONSE: Key = ("flask/json/provider.py", "response")
 BUCKETS = ("json", "validation", "email", "sql", "response", "rest")
 
 FuncKey = tuple[str, int, str]  # cProfile's (filename, line, name)
@@ -118,7 +120,7 @@ def from_psycopg(caller: FuncKey) -> bool:
 def attribute(stats: pstats.Stats) -> dict[str, float]:
     """Seconds per bucket; see the module docstring for the mapping."""
     raw = stats.stats  # type: ignore[attr-defined]
-    json_s = cumulative(raw, [READ_JSON_BODY]) or cumulative(raw, JSON_LOADS, from_psycopg)
+    json_s = cumulative(raw, [PARSE_JSON]) or cumulative(raw, JSON_LOADS, from_psycopg)
     email_s = first_present(raw, EMAIL_CHECKS)
     # Every row's validation, however validate_rows does it, plus the envelope's load.
     rows_s = cumulative(raw, [VALIDATE_ROWS])
@@ -126,7 +128,8 @@ def attribute(stats: pstats.Stats) -> dict[str, float]:
     validation_s = loads_s - email_s
     sql_s = cumulative(raw, SQL_FUNCTIONS)
     response_s = (cumulative(raw, [FINALIZE_REQUEST]) + cumulative(raw, [SUMMARY])
-                  + cumulative(raw, [JSONIFY], lambda c: matches(c, SUMMARY)))
+                  + cumulative(raw, [JSONIFY], lambda c: matches(c, SUMMARY))
+                  + cumulative(raw, [JSON_RESPONSE]))
     total = stats.total_tt  # type: ignore[attr-defined]
     buckets = {"json": json_s, "validation": max(0.0, validation_s), "email": email_s,
                "sql": sql_s, "response": response_s}
