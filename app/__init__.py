@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import cli, contact_reads, contacts, db, health, openapi
+from app import cli, contact_reads, contacts, db, health, openapi, request_log
 from app.config import load_config
 from app.errors import register_error_handlers
 
@@ -21,6 +21,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep the documented field order in answers
 
     register_error_handlers(app)
+    request_log.init_app(app)
     db.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(contacts.bp)

@@ -39,12 +39,14 @@ from app.idempotency import (
 )
 from app.outbox import enqueue_contact_events
 from app.reads import find_contact
+from app.request_log import note_counts
 from app.schemas import bulk_request_schema, contact_row_schema, contact_upsert_schema
 from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
 
 bp = Blueprint("contacts", __name__)
 
 AUTOSEND_MAX_ROWS = 100
+COUNT_KEYS = ("totalCount", "createdCount", "updatedCount", "unchangedCount", "failedCount")
 MAX_ECHOED_CHARS = 320  # a failure echoes the row's identities, not megabytes of them
 
 
@@ -179,8 +181,9 @@ def bulk_upsert(max_rows: int, always_atomic: bool):
         write_batch(conn, batch, options["run_workflow"])
         # After the write: a conflict with a contact this batch created names its new id.
         failures = all_failures(rows, invalid, batch.outcomes)
-        return {"success": True, "data": summary(len(rows), batch.outcomes, failures,
-                                                 options["return_results"])}, 200
+        data = summary(len(rows), batch.outcomes, failures, options["return_results"])
+        note_counts(**{key: data[key] for key in COUNT_KEYS})
+        return {"success": True, "data": data}, 200
 
     return run_write(work, idempotency)
 
