@@ -19,6 +19,7 @@ from app.auth import create_token
 from app.db import apply_schema
 from app.sql import queries
 from tests.receiver import Receiver
+from tests.server import running_gunicorn
 from tests.support import auth_headers
 
 
@@ -140,3 +141,10 @@ def make_webhook(make_app: Callable[..., Flask]) -> Callable[[dict, str], str]:
         return result.output.strip().splitlines()[-1]
 
     return build
+
+
+@pytest.fixture
+def gunicorn(database_url: str) -> Iterator[str]:
+    """A real gunicorn (2 workers) on 127.0.0.1 against the test database; its base URL."""
+    with running_gunicorn(database_url) as base_url:
+        yield base_url

@@ -5,67 +5,14 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.server import ROOT, free_port, stop, wait_until_healthy
 from tests.support import stored_contacts
-
-ROOT = Path(__file__).resolve().parent.parent
-STARTUP_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(base_url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited during start-up"
-        try:
-            if requests.get(f"{base_url}/ready", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or a worker still booting
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{base_url} did not become ready in {STARTUP_SECONDS}s")
-
-
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    """Signal the process group (like Ctrl-C does) and wait for it."""
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise
-
-
-@pytest.fixture
-def gunicorn(database_url: str) -> Iterator[str]:
-    """gunicorn with 2 sync workers on a free loopback port; yields its base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "--graceful-timeout", "5", "wsgi:app"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url}, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base_url, process)
-        yield base_url
-    finally:
-        stop(process)
 
 
 def test_bulk_upsert_through_gunicorn(gunicorn, tenant, make_token, db):
