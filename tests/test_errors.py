@@ -1,5 +1,7 @@
 """One envelope for every error; nothing internal leaks (DESIGN 4.4, 7)."""
 
+import time
+
 import pytest
 from werkzeug.exceptions import HTTPException
 
@@ -45,6 +47,22 @@ def test_database_down_is_503_with_retry_after(make_app, headers):
         assert response.get_json()["error"]["code"] == "database_unavailable"
         assert int(response.headers["Retry-After"]) > 0
     assert client.get("/health").status_code == 200  # the process itself is fine
+
+
+def test_an_exhausted_pool_is_503_after_the_pool_timeout_not_a_queue(make_app, headers):
+    """Every connection is busy: the request waits DB_POOL_TIMEOUT, then is told to retry."""
+    app = make_app(DB_POOL_MIN=1, DB_POOL_MAX=1, DB_POOL_TIMEOUT=1)
+    pool = app.extensions["contactsync.pool"]
+    client = app.test_client()
+    with pool.connection():  # the only connection, held
+        started = time.monotonic()
+        response = client.get("/ready")
+        waited = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "database_unavailable"
+    assert "Retry-After" in response.headers
+    assert 0.9 <= waited < 5  # it waited for the pool, and not without end
+    assert client.get("/ready").status_code == 200  # free again: served again
 
 
 @pytest.mark.parametrize("status", sorted(HTTP_ERRORS))
