@@ -2,6 +2,7 @@
 schema bootstrap and the embedded PostgreSQL used when DATABASE_URL is unset."""
 
 import logging
+import os
 import random
 import time
 import warnings
@@ -66,7 +67,9 @@ def connection_options(config: dict[str, Any]) -> str:
         # contactsync never idles inside a transaction; one left open (a bug)
         # would hold back every reader of the change feed, so it is ended.
         f"-c idle_in_transaction_session_timeout={max(config['STATEMENT_TIMEOUT_MS'], 60_000)} "
-        "-c application_name=contactsync"
+        # The pid names the worker (pools open after fork): an operator, or a
+        # test, can tell which process holds which connection.
+        f"-c application_name=contactsync/{os.getpid()}"
     )
 
 

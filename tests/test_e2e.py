@@ -7,7 +7,10 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
+import time
 
+import psycopg
 import pytest
 import requests
 
@@ -99,3 +102,48 @@ def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path, receive
     output = second.stdout.read()
     assert "cs_" not in output  # data was reused: no second demo tenant
     assert "Dispatcher stopped." in output
+
+
+def test_a_worker_killed_mid_batch_leaves_none_of_it_and_the_service_goes_on(gunicorn, tenant,
+                                                                            make_token, db,
+                                                                            database_url):
+    """A batch waits inside its transaction on a row lock held here; its worker
+    is killed with SIGKILL; the client sees the connection drop, not one row
+    of the batch is stored, and the other worker (then a fresh one) serves."""
+    headers = {"Authorization": f"Bearer {make_token(tenant)}"}
+    seeded = requests.post(f"{gunicorn}/contacts/bulk-update", headers=headers, timeout=30,
+                           json={"contacts": [{"externalId": "held"}]})
+    assert seeded.status_code == 200
+    batch = [{"externalId": "held", "firstName": "Changed"}] + \
+            [{"externalId": f"new-{i}"} for i in range(999)]
+    outcome: list = []
+
+    def send() -> None:
+        try:
+            outcome.append(requests.post(f"{gunicorn}/contacts/bulk-update", headers=headers,
+                                         json={"contacts": batch}, timeout=30))
+        except requests.ConnectionError as exc:
+            outcome.append(exc)
+
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT 1 FROM contacts WHERE external_id = 'held' FOR UPDATE")
+        sender = threading.Thread(target=send)
+        sender.start()
+        deadline, worker_pid = time.monotonic() + 8, None
+        while worker_pid is None:
+            assert time.monotonic() < deadline, "the batch never reached its row lock"
+            row = db.execute("SELECT application_name FROM pg_stat_activity"
+                             " WHERE wait_event_type = 'Lock' AND application_name LIKE 'contactsync/%'"
+                             ).fetchone()
+            worker_pid = int(row["application_name"].split("/")[1]) if row else None
+            time.sleep(0.05)
+        os.kill(worker_pid, signal.SIGKILL)
+        sender.join(timeout=30)
+        blocker.rollback()
+    assert isinstance(outcome[0], requests.ConnectionError)  # the answer was lost, as it should be
+    stored = stored_contacts(db, tenant["id"])
+    assert [(c["external_id"], c["first_name"]) for c in stored] == [("held", None)]  # all absent
+    for _ in range(4):
+        again = requests.post(f"{gunicorn}/contacts/bulk-update", headers=headers, timeout=30,
+                              json={"contacts": [{"externalId": "after"}]})
+        assert again.status_code == 200
