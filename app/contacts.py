@@ -8,20 +8,16 @@
 """
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from app.auth import require_scope
-from app.db import get_conn, run_in_transaction
 from app.errors import (
     BatchSize,
-    IdempotencyKeyInProgress,
-    IdempotencyKeyReused,
     IdentityConflict,
     InvalidJson,
     InvalidRequest,
@@ -29,19 +25,12 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from app.idempotency import (
-    MAX_KEY_LENGTH,
-    StoredAnswer,
-    find_answer,
-    request_fingerprint,
-    store_answer,
-    try_claim,
-)
 from app.outbox import enqueue_contact_events
 from app.reads import find_contact
 from app.request_log import note_counts
 from app.schemas import bulk_request_schema, contact_row_schema, contact_upsert_schema
 from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
+from app.writes import idempotency_of_request, replay_if_answered, run_write
 
 bp = Blueprint("contacts", __name__)
 
@@ -198,79 +187,6 @@ def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
             invalid.append({**row_identity(index, raw), "code": "invalid_contact",
                             "message": "The contact is invalid.", "errors": exc.messages})
     return valid, invalid
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    """A request's Idempotency-Key and what makes it "the same request"."""
-
-    key: str
-    fingerprint: bytes
-
-
-def idempotency_of_request(raw_body: bytes) -> Idempotency | None:
-    """The request's Idempotency-Key, checked, with its fingerprint; None without one."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
-        raise InvalidRequest(details={"Idempotency-Key": [
-            f"1 to {MAX_KEY_LENGTH} printable ASCII characters."]})
-    return Idempotency(key, request_fingerprint(request.method, request.path, raw_body))
-
-
-def replay_if_answered(idempotency: Idempotency) -> Response | None:
-    """The replay of an earlier answer under this key, if there is one (or 422)."""
-    with get_conn() as conn:
-        answer = find_answer(conn, g.principal.tenant_id, idempotency.key)
-    return None if answer is None else replay(answer, idempotency)
-
-
-def claim(conn: psycopg.Connection, tenant_id: int, idempotency: Idempotency,
-          wait: bool) -> StoredAnswer | None:
-    """Hold the key for this transaction, and return the answer another request
-    with it committed since our look-up, if one did. 409 while another request
-    holds the key, unless `wait` (a retry of ours, which released the key when
-    its attempt rolled back and must not be turned away from its own key)."""
-    if not try_claim(conn, tenant_id, idempotency.key, wait=wait):
-        raise IdempotencyKeyInProgress()
-    return find_answer(conn, tenant_id, idempotency.key)
-
-
-def replay(answer: StoredAnswer, idempotency: Idempotency) -> Response:
-    """The first answer again, byte for byte, if it answered this very request."""
-    if answer.fingerprint != idempotency.fingerprint:
-        raise IdempotencyKeyReused()
-    return Response(answer.body, answer.status, mimetype="application/json",
-                    headers={"Idempotent-Replayed": "true"})
-
-
-def run_write(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
-              idempotency: Idempotency | None) -> Response:
-    """Run `work(conn, attempt)` in one transaction, retried on races, and answer
-    with the (body, status) it returns.
-
-    With an Idempotency-Key the key is claimed first and the answer stored in
-    the same transaction, so it exists exactly when the write committed.
-    """
-    tenant_id = g.principal.tenant_id
-
-    def attempt_write(conn: psycopg.Connection, attempt: int) -> Response:
-        if idempotency is not None:
-            answered = claim(conn, tenant_id, idempotency, wait=attempt > 1)
-            if answered is not None:  # committing this read-only transaction is harmless
-                return replay(answered, idempotency)
-        body, status = work(conn, attempt)
-        response = current_app.json.response(body)
-        response.status_code = status
-        if idempotency is not None:
-            store_answer(conn, tenant_id, idempotency.key,
-                         StoredAnswer(idempotency.fingerprint, status, response.get_data()),
-                         current_app.config["IDEMPOTENCY_TTL_SECONDS"])
-        return response
-
-    with get_conn() as conn:
-        return run_in_transaction(conn, attempt_write, attempts=current_app.config["TX_ATTEMPTS"])
 
 
 def write_batch(conn: psycopg.Connection, batch: Batch, run_workflow: bool) -> None:
