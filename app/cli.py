@@ -102,7 +102,7 @@ def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable
     if disable and (url or rotate_secret):
         fail("--disable takes no URL and no --rotate-secret.")
 
-    def update(conn: psycopg.Connection) -> tuple[dict, str | None]:
+    def update(conn: psycopg.Connection) -> tuple[str, str | None]:
         tenant = conn.execute(queries["lock-tenant-webhook"], {"slug": slug}).fetchone()
         if tenant is None:
             fail(f"No tenant {slug!r}.")
@@ -119,13 +119,13 @@ def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable
                      {"id": tenant["id"], "url": target, "secret": secret, "enabled": not disable})
         conn.execute(queries["park-pending-events" if disable else "unpark-pending-events"],
                      {"tenant_id": tenant["id"]})
-        return {**tenant, "webhook_url": target}, secret
+        return target, secret
 
-    tenant, secret = run_sql(update)
+    target, secret = run_sql(update)
     if disable:
         click.echo(f"Webhook of {slug} disabled; its pending events wait until it is set again.")
         return
-    click.echo(f"Workflow events of {slug} go to {tenant['webhook_url']}.")
+    click.echo(f"Workflow events of {slug} go to {target}.")
     if secret is None:
         click.echo("The signing secret is unchanged.")
     else:
