@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import cli, contact_reads, contacts, db, health, openapi, request_log
+from app import cli, contact_reads, contacts, db, health, openapi, rate_limits, request_log
 from app.config import load_config
 from app.errors import register_error_handlers
 
@@ -22,6 +22,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
     request_log.init_app(app)
+    rate_limits.init_app(app)  # after request_log: a refused request is logged too
     db.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(contacts.bp)

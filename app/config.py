@@ -5,6 +5,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from limits import parse_many
+
 
 def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0,
          maximum: int | None = None) -> int:
@@ -55,6 +57,26 @@ def _duration(environ: Mapping[str, str], name: str, default: int, maximum: int)
     return seconds
 
 
+def _rate_limit(environ: Mapping[str, str], name: str, default: str) -> str | None:
+    """Read a rate limit such as 600/minute (or `off`: None), failing at start-up on anything else."""
+    raw = environ.get(name, "").strip() or default
+    if raw.lower() == "off":
+        return None
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a rate such as 600/minute, or off, got {raw!r}") from None
+    return raw
+
+
+def _storage_uri(environ: Mapping[str, str], name: str) -> str:
+    """memory:// (the default) or a redis:// or rediss:// URL."""
+    raw = environ.get(name, "").strip() or "memory://"
+    if not raw.startswith(("memory://", "redis://", "rediss://")):
+        raise ValueError(f"{name} must be memory:// or a redis:// URL, got a {raw.split(':')[0]!r} URL")
+    return raw
+
+
 def _flag(environ: Mapping[str, str], name: str) -> bool:
     """A yes/no setting: 1, true or yes (any case) means yes."""
     return environ.get(name, "").strip().lower() in ("1", "true", "yes")
@@ -89,4 +111,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WEBHOOK_RETENTION_DAYS": _int(env, "CONTACTSYNC_WEBHOOK_RETENTION_DAYS", 7, minimum=1),
         "IDEMPOTENCY_TTL_SECONDS": _duration(env, "CONTACTSYNC_IDEMPOTENCY_TTL", 24 * 3600,
                                              maximum=365 * 86400),
+        "RATE_LIMIT": _rate_limit(env, "CONTACTSYNC_RATE_LIMIT", "600/minute"),
+        "RATE_LIMIT_STORAGE": _storage_uri(env, "CONTACTSYNC_RATE_LIMIT_STORAGE"),
     }

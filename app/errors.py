@@ -105,6 +105,15 @@ class UnsupportedMediaType(ApiError):
     message = "Send the body as application/json."
 
 
+class RateLimited(ApiError):
+    status, code = 429, "rate_limited"
+    message = "This token sent more requests than its rate limit allows; retry after Retry-After seconds."
+
+    def __init__(self, message: str | None = None) -> None:
+        # app/rate_limits.py puts the window's real remainder here; 1 s if it cannot.
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 class DatabaseUnavailable(ApiError):
     status, code = 503, "database_unavailable"
     message = "The database is unavailable; retry shortly."
@@ -119,6 +128,7 @@ HTTP_ERRORS: dict[int, type[ApiError]] = {
     405: MethodNotAllowed,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
+    429: RateLimited,  # raised by Flask-Limiter
 }
 
 

@@ -30,10 +30,13 @@ ERROR_MEANINGS = {
     422: "idempotency_key_reused: this Idempotency-Key answered another request.",
     413: "payload_too_large.",
     415: "unsupported_media_type: send application/json.",
+    429: "rate_limited: this token spent its CONTACTSYNC_RATE_LIMIT budget; retry after "
+         "Retry-After seconds. Every answer of a limited route carries RateLimit-Limit, "
+         "RateLimit-Remaining and RateLimit-Reset (seconds until the window resets).",
     503: "database_unavailable: retry after Retry-After seconds.",
 }
-WRITE_ERRORS = (400, 401, 403, 409, 413, 415, 422, 503)
-READ_ERRORS = (401, 403, 503)
+WRITE_ERRORS = (400, 401, 403, 409, 413, 415, 422, 429, 503)
+READ_ERRORS = (401, 403, 429, 503)
 IDEMPOTENCY_HEADER = {
     "in": "header", "name": "Idempotency-Key", "required": False,
     "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"},

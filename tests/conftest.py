@@ -59,11 +59,16 @@ def apply_schema_at(url: str) -> None:
 
 @pytest.fixture
 def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
-    """Build an app with config overrides; its pool is closed after the test."""
+    """Build an app with config overrides; its pool is closed after the test.
+
+    Rate limits are off unless a test sets RATE_LIMIT: the fuzz and corpus
+    tests send more requests a minute than the default allows.
+    """
     apps: list[Flask] = []
 
     def build(**overrides: Any) -> Flask:
-        app = create_app({"TESTING": True, "DATABASE_URL": database_url, **overrides})
+        app = create_app({"TESTING": True, "DATABASE_URL": database_url, "RATE_LIMIT": None,
+                          **overrides})
         apps.append(app)
         return app
 

@@ -47,13 +47,14 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
 
 
 @contextmanager
-def running_gunicorn(database_url: str) -> Iterator[str]:
-    """gunicorn with 2 sync workers on a free loopback port; yields its base URL."""
+def running_gunicorn(database_url: str, **env: str) -> Iterator[str]:
+    """gunicorn with 2 sync workers on a free loopback port, with `env` added to
+    its environment; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
          "--graceful-timeout", "5", "wsgi:app"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url}, start_new_session=True,
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": database_url, **env}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
     try:
