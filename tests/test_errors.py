@@ -5,6 +5,7 @@ import time
 import pytest
 from werkzeug.exceptions import HTTPException
 
+from app.db import get_conn
 from app.errors import HTTP_ERRORS, ApiError
 from tests.support import post_bulk
 
@@ -29,7 +30,6 @@ def test_database_errors_never_show_sql(make_app):
 
     @app.get("/bad-sql")
     def bad_sql():
-        from app.db import get_conn
         with get_conn() as conn:
             conn.execute("SELECT * FROM no_such_table_xyz")
 
@@ -63,6 +63,29 @@ def test_an_exhausted_pool_is_503_after_the_pool_timeout_not_a_queue(make_app, h
     assert "Retry-After" in response.headers
     assert 0.9 <= waited < 5  # it waited for the pool, and not without end
     assert client.get("/ready").status_code == 200  # free again: served again
+
+
+def test_every_connection_has_its_timeouts(make_app):
+    app = make_app(STATEMENT_TIMEOUT_MS=1234, LOCK_TIMEOUT_MS=567)
+    with app.app_context(), get_conn() as conn:
+        settings = [conn.execute(f"SHOW {name}").fetchone()[name] for name in
+                    ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")]
+    assert settings == ["1234ms", "567ms", "1min"]
+
+
+def test_a_statement_over_its_timeout_is_cancelled_and_answered_503(make_app):
+    app = make_app(STATEMENT_TIMEOUT_MS=200)
+
+    @app.get("/slow")
+    def slow():
+        with get_conn() as conn:
+            conn.execute("SELECT pg_sleep(5)")
+
+    started = time.monotonic()
+    response = app.test_client().get("/slow")
+    assert time.monotonic() - started < 2
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "database_unavailable"
 
 
 @pytest.mark.parametrize("status", sorted(HTTP_ERRORS))
