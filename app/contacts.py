@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from app.auth import require_scope
+from app.db import get_conn
 from app.errors import (
     BatchSize,
     IdentityConflict,
@@ -28,7 +29,14 @@ from app.errors import (
 from app.outbox import enqueue_contact_events
 from app.reads import find_contact
 from app.request_log import note_counts
-from app.schemas import bulk_request_schema, contact_row_schema, contact_upsert_schema
+from app.schemas import (
+    KNOWN_ADDRESSES,
+    MAX_EMAIL_LENGTH,
+    bulk_request_schema,
+    contact_row_schema,
+    contact_upsert_schema,
+)
+from app.sql import queries
 from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
 from app.writes import idempotency_of_request, replay_if_answered, run_write
 
@@ -156,8 +164,12 @@ def bulk_upsert(max_rows: int, always_atomic: bool):
         raise BatchSize(f"Send between 1 and {max_rows} contacts per request.",
                         details={"min": 1, "max": max_rows, "received": len(rows)})
     atomic = always_atomic or options["atomic"]
-    valid, invalid = validate_rows(rows)
     tenant_id = g.principal.tenant_id
+    known = KNOWN_ADDRESSES.set(known_addresses(tenant_id, rows))
+    try:
+        valid, invalid = validate_rows(rows)
+    finally:
+        KNOWN_ADDRESSES.reset(known)
 
     def work(conn: psycopg.Connection, attempt: int) -> tuple[dict, int]:
         # The first attempt locks only what it writes; a retry, which means
@@ -187,6 +199,24 @@ def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
             invalid.append({**row_identity(index, raw), "code": "invalid_contact",
                             "message": "The contact is invalid.", "errors": exc.messages})
     return valid, invalid
+
+
+def known_addresses(tenant_id: int, rows: list[Any]) -> frozenset[str]:
+    """The rows' ASCII emails, in the form the store holds, that the tenant's
+    contacts already hold: one indexed look-up before validation."""
+    candidates = set()
+    for raw in rows:
+        email = raw.get("email") if isinstance(raw, dict) else None
+        if isinstance(email, str):
+            email = email.strip().lower()  # as EmailAddress does before it looks
+            if 0 < len(email) <= MAX_EMAIL_LENGTH and email.isascii() and "\x00" not in email:
+                candidates.add(email)
+    if not candidates:
+        return frozenset()
+    with get_conn() as conn:
+        found = conn.execute(queries["select-known-emails"],
+                             {"tenant_id": tenant_id, "emails": list(candidates)}).fetchall()
+    return frozenset(row["email"] for row in found)
 
 
 def write_batch(conn: psycopg.Connection, batch: Batch, run_workflow: bool) -> None:

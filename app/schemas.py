@@ -8,6 +8,7 @@ canonical field here, so nothing past this module knows about them.
 
 import math
 import re
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -95,6 +96,15 @@ def normalise_email(address: str) -> tuple[str | None, str | None]:
     return normalised, None
 
 
+# The addresses the tenant's contacts already hold, among those of the bulk
+# request being validated (set by app/contacts.py around validation). Each
+# was judged by email-validator and normalised when it was stored, and for
+# ASCII neither validity nor the lower-cased result depends on case: an ASCII
+# address that lower-cases to one of them is valid and normalises to it, so a
+# re-sync does not pay email-validator again for every unchanged contact.
+KNOWN_ADDRESSES: ContextVar[frozenset[str]] = ContextVar("known_addresses", default=frozenset())
+
+
 class EmailAddress(Text):
     """An email: trimmed of Unicode white space, validated, normalised, lower-cased."""
 
@@ -104,9 +114,13 @@ class EmailAddress(Text):
         # spent on megabyte strings.
         if len(text) > MAX_EMAIL_LENGTH:
             raise ValidationError(f"An email address can have at most {MAX_EMAIL_LENGTH} characters.")
-        # For ASCII, case changes neither validity nor the (lower-cased) result,
-        # so User@Example.COM and user@example.com share one cache entry.
-        normalised, error = normalise_email(text.lower() if text.isascii() else text)
+        if text.isascii():
+            # Case changes neither validity nor the (lower-cased) result, so
+            # User@Example.COM and user@example.com share one cache entry.
+            text = text.lower()
+            if text in KNOWN_ADDRESSES.get():
+                return text
+        normalised, error = normalise_email(text)
         if error is not None:
             raise ValidationError(error)
         return normalised

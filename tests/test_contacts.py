@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from app.schemas import normalise_email
 from tests.support import BULK_URL, post_bulk, stored_contacts
 
 AUTOSEND_URL = "/v1/contacts/bulk-update"
@@ -195,6 +196,17 @@ def test_unchanged_rows_write_nothing(client, headers, db, tenant):
     assert data["unchangedCount"] == 1 and data["updatedCount"] == 0
     [after] = stored_contacts(db, tenant["id"])
     assert after["updated_at"] == before["updated_at"]
+
+
+def test_a_resync_does_not_judge_stored_addresses_again(client, headers):
+    rows = [{"externalId": f"k{i}", "email": f"Known{i}@Example.com"} for i in range(5)]
+    assert data_of(post_bulk(client, headers, rows))["createdCount"] == 5
+    normalise_email.cache_clear()
+    resync = [{**row, "email": f" {row['email'].upper()}\u00a0"} for row in rows]
+    assert data_of(post_bulk(client, headers, resync))["unchangedCount"] == 5
+    assert normalise_email.cache_info().misses == 0  # email-validator was not asked again
+    fresh = data_of(post_bulk(client, headers, [{"externalId": "k9", "email": "bad@@example.com"}]))
+    assert fresh["failedCount"] == 1 and normalise_email.cache_info().misses == 1
 
 
 @pytest.mark.parametrize("stored, sent", [

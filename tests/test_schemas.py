@@ -3,7 +3,13 @@
 import pytest
 from marshmallow import ValidationError
 
-from app.schemas import bulk_request_schema, canonical_locale, contact_row_schema, normalise_email
+from app.schemas import (
+    KNOWN_ADDRESSES,
+    bulk_request_schema,
+    canonical_locale,
+    contact_row_schema,
+    normalise_email,
+)
 
 
 def load(row):
@@ -119,3 +125,30 @@ def test_locales_take_their_conventional_case(tag, canonical):
 def test_request_options_default_to_false():
     assert bulk_request_schema.load({"contacts": []}) == \
         {"contacts": [], "run_workflow": False, "atomic": False, "return_results": False}
+
+
+@pytest.mark.parametrize("address", [
+    "Simple@Example.com", "first.last+tag@sub.example.co.uk", "o'brien@example.ie",
+    "x@xn--bcher-kva.example", "UPPER@EXAMPLE.COM", "a-b_c@domain-with-hyphen.org",
+])
+def test_a_stored_address_normalises_to_itself(address):
+    """The premise of KNOWN_ADDRESSES: what the store holds is a fixed point of
+    normalisation, so an ASCII address equal to it in any case needs no new judgement."""
+    stored, error = normalise_email(address.lower())
+    assert error is None
+    assert normalise_email(stored) == (stored, None)
+    assert normalise_email(stored.upper().lower()) == (stored, None)
+
+
+def test_a_known_address_skips_email_validator_and_loads_the_same():
+    address = "Known.Person@Example.org"
+    expected = load({"email": address})["email"]
+    normalise_email.cache_clear()
+    known = KNOWN_ADDRESSES.set(frozenset({expected}))
+    try:
+        assert load({"email": f"  {address.upper()} "})["email"] == expected
+        assert normalise_email.cache_info().misses == 0  # not asked
+        assert "email" in errors_of({"email": "not-known@"})  # others are still judged
+        assert normalise_email.cache_info().misses == 1
+    finally:
+        KNOWN_ADDRESSES.reset(known)

@@ -13,6 +13,13 @@ FROM contacts
 WHERE tenant_id = %(tenant_id)s
   AND (external_id = ANY(%(external_ids)b::text[]) OR email = ANY(%(emails)b::text[]));
 
+-- name: select-known-emails
+-- Which of these lower-cased addresses the tenant's contacts already hold:
+-- validation skips email-validator for them (app/schemas.py, KNOWN_ADDRESSES).
+SELECT email
+FROM contacts
+WHERE tenant_id = %(tenant_id)s AND email = ANY(%(emails)b::text[]);
+
 -- name: lock-tenant-writes-shared
 -- Every batch that writes holds its tenant's write lock in shared mode until
 -- it commits, so batches of one tenant still write side by side.
