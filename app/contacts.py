@@ -33,8 +33,8 @@ from app.schemas import (
     KNOWN_ADDRESSES,
     MAX_EMAIL_LENGTH,
     bulk_request_schema,
-    contact_row_schema,
     contact_upsert_schema,
+    load_row,
 )
 from app.sql import queries
 from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
@@ -194,7 +194,7 @@ def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
     valid, invalid = [], []
     for index, raw in enumerate(rows):
         try:
-            valid.append((index, contact_row_schema.load(raw)))
+            valid.append((index, load_row(raw)))
         except ValidationError as exc:
             invalid.append({**row_identity(index, raw), "code": "invalid_contact",
                             "message": "The contact is invalid.", "errors": exc.messages})

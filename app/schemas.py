@@ -451,4 +451,21 @@ class StatusSchema(Schema):
 contact_row_schema = ContactRowSchema()
 contact_upsert_schema = ContactUpsertSchema()
 bulk_request_schema = BulkRequestSchema()
+
+ROW_FIELD_BY_WIRE_NAME = {field.data_key or name: name for name, field in contact_row_schema.fields.items()}
+
+
+def load_row(raw: Any) -> dict:
+    """What contact_row_schema.load(raw) returns (or raises), visiting only the
+    fields the row sends: marshmallow otherwise visits all eleven fields of
+    every row, and most rows send three or four (about a third of the time of
+    a load). Unknown keys are still refused, as no field of theirs is built."""
+    if not isinstance(raw, dict):
+        return contact_row_schema.load(raw)
+    return row_schema_for(frozenset(ROW_FIELD_BY_WIRE_NAME.keys() & raw.keys())).load(raw)
+
+
+@lru_cache(maxsize=256)  # at most 2**11 sets of fields; a sync job sends a handful
+def row_schema_for(wire_names: frozenset[str]) -> ContactRowSchema:
+    return ContactRowSchema(only=[ROW_FIELD_BY_WIRE_NAME[name] for name in wire_names])
 contacts_query_schema = ContactsQuerySchema()

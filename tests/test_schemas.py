@@ -1,13 +1,17 @@
 """The row contract (DESIGN 4.2): what loads, into what, and what is refused."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from app.schemas import (
     KNOWN_ADDRESSES,
+    ROW_FIELD_BY_WIRE_NAME,
     bulk_request_schema,
     canonical_locale,
     contact_row_schema,
+    load_row,
     normalise_email,
 )
 
@@ -152,3 +156,33 @@ def test_a_known_address_skips_email_validator_and_loads_the_same():
         assert normalise_email.cache_info().misses == 1
     finally:
         KNOWN_ADDRESSES.reset(known)
+
+
+ROW_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+    st.sampled_from(["a@example.com", "Bad@", "pt_br", "+1 555 0100", " crm-1 ", "x" * 300]),
+    st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=3), max_size=3))
+VALID_VALUES = {
+    "externalId": st.just(" crm-1 "), "userId": st.just("u-1"), "email": st.just("A@Example.com"),
+    "firstName": st.sampled_from(["Ann", None]), "lastName": st.just("Lee"),
+    "phone": st.just("+1 555 0100"), "locale": st.just("pt_br"), "language": st.just("en"),
+    "optIn": st.sampled_from([True, None]), "attributes": st.just({"plan": "pro", "gone": None}),
+    "customFields": st.just({"seats": 3}),
+}
+# Rows of 0-5 keys, each value valid half of the time, with an unknown key now and then.
+ROWS = st.lists(st.sampled_from([*ROW_FIELD_BY_WIRE_NAME, "unknown"]), unique=True, max_size=5).flatmap(
+    lambda keys: st.fixed_dictionaries({key: VALID_VALUES.get(key, ROW_VALUES) | ROW_VALUES
+                                        for key in keys}))
+
+
+def outcome(load, row):
+    try:
+        return "loaded", load(row)
+    except ValidationError as exc:
+        return "refused", exc.messages
+
+
+@settings(max_examples=500, deadline=None)
+@given(row=ROWS | st.lists(st.integers(), max_size=2) | st.integers() | st.none())
+def test_loading_only_the_sent_fields_changes_nothing(row):
+    assert outcome(load_row, row) == outcome(contact_row_schema.load, row)
