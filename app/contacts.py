@@ -31,9 +31,9 @@ from app.reads import find_contact
 from app.request_log import note_counts
 from app.schemas import (
     KNOWN_ADDRESSES,
-    MAX_EMAIL_LENGTH,
     bulk_request_schema,
     contact_upsert_schema,
+    known_address_candidates,
     load_row,
 )
 from app.sql import queries
@@ -202,15 +202,9 @@ def validate_rows(rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
 
 
 def known_addresses(tenant_id: int, rows: list[Any]) -> frozenset[str]:
-    """The rows' ASCII emails, in the form the store holds, that the tenant's
-    contacts already hold: one indexed look-up before validation."""
-    candidates = set()
-    for raw in rows:
-        email = raw.get("email") if isinstance(raw, dict) else None
-        if isinstance(email, str):
-            email = email.strip().lower()  # as EmailAddress does before it looks
-            if 0 < len(email) <= MAX_EMAIL_LENGTH and email.isascii() and "\x00" not in email:
-                candidates.add(email)
+    """Which of the rows' emails the tenant's contacts already hold: one
+    indexed look-up before validation (app/schemas.py, KNOWN_ADDRESSES)."""
+    candidates = known_address_candidates(rows)
     if not candidates:
         return frozenset()
     with get_conn() as conn:

@@ -105,6 +105,19 @@ def normalise_email(address: str) -> tuple[str | None, str | None]:
 KNOWN_ADDRESSES: ContextVar[frozenset[str]] = ContextVar("known_addresses", default=frozenset())
 
 
+def known_address_candidates(rows: list[Any]) -> set[str]:
+    """The rows' emails that could be known addresses: ASCII, in the form
+    EmailAddress looks them up (trimmed, lower-cased), storable and not too long."""
+    candidates = set()
+    for raw in rows:
+        email = raw.get("email") if isinstance(raw, dict) else None
+        if isinstance(email, str):
+            email = email.strip().lower()
+            if 0 < len(email) <= MAX_EMAIL_LENGTH and email.isascii() and "\x00" not in email:
+                candidates.add(email)
+    return candidates
+
+
 class EmailAddress(Text):
     """An email: trimmed of Unicode white space, validated, normalised, lower-cased."""
 
@@ -451,6 +464,7 @@ class StatusSchema(Schema):
 contact_row_schema = ContactRowSchema()
 contact_upsert_schema = ContactUpsertSchema()
 bulk_request_schema = BulkRequestSchema()
+contacts_query_schema = ContactsQuerySchema()
 
 ROW_FIELD_BY_WIRE_NAME = {field.data_key or name: name for name, field in contact_row_schema.fields.items()}
 
@@ -468,4 +482,3 @@ def load_row(raw: Any) -> dict:
 @lru_cache(maxsize=256)  # at most 2**11 sets of fields; a sync job sends a handful
 def row_schema_for(wire_names: frozenset[str]) -> ContactRowSchema:
     return ContactRowSchema(only=[ROW_FIELD_BY_WIRE_NAME[name] for name in wire_names])
-contacts_query_schema = ContactsQuerySchema()
