@@ -184,5 +184,5 @@ def outcome(load, row):
 
 @settings(max_examples=500, deadline=None)
 @given(row=ROWS | st.lists(st.integers(), max_size=2) | st.integers() | st.none())
-def test_loading_only_the_sent_fields_changes_nothing(row):
+def test_load_row_gives_what_the_schema_gives(row):
     assert outcome(load_row, row) == outcome(contact_row_schema.load, row)
