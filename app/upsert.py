@@ -87,14 +87,14 @@ def same_value(a: Any, b: Any) -> bool:
     """Equality as a JSON round trip through jsonb sees it: numbers by value
     (jsonb gives 1e16 back as the integer 10000000000000000, and a float only
     ever had float precision), but true is not 1 and "1" is not 1."""
-    if is_number(a) and is_number(b):
-        if isinstance(a, float) or isinstance(b, float):
-            try:
-                return float(a) == float(b)
-            except OverflowError:  # an integer beyond any float differs from every float
-                return False
+    if type(a) is type(b):  # the common case, first: a re-sent value of the same type
         return a == b
-    return type(a) is type(b) and a == b
+    if is_number(a) and is_number(b):  # an int and a float
+        try:
+            return float(a) == float(b)
+        except OverflowError:  # an integer beyond any float differs from every float
+            return False
+    return False
 
 
 def is_number(value: Any) -> bool:

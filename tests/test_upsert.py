@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from app.db import run_in_transaction
 from app.errors import DatabaseUnavailable
 from app.sql import queries
-from app.upsert import plan_upsert, upsert_contacts
+from app.upsert import plan_upsert, same_value, upsert_contacts
 from tests.reference import Reference, rows
 from tests.support import in_app_transaction, post_bulk, stored_contacts
 
@@ -72,6 +72,16 @@ def record_statements(conn: psycopg.Connection, statements: list[str]) -> None:
         return original(query, params, **kwargs)
 
     conn.execute = execute
+
+
+@pytest.mark.parametrize("stored, sent, same", [
+    ("a", "a", True), ("a", "b", False), (None, None, True), (None, "", False),
+    (1, 1.0, True), (1.0, 1, True), (10**16, 1e16, True), (0.1, 0.1, True), (1, 2.0, False),
+    (True, 1, False), (1, True, False), (False, 0.0, False), ("1", 1, False),
+    (10**400, 1.0, False), (1.0, 10**400, False), (10**400, 10**400, True),
+])
+def test_values_compare_as_a_jsonb_round_trip_sees_them(stored, sent, same):
+    assert same_value(stored, sent) is same
 
 
 def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
