@@ -1,8 +1,9 @@
 """Where a request's time goes, in ms per 1000 contacts: `python -m bench.profile`.
 
-Builds the app in-process, sends mixed batches of 1000 (half updates, half
-new) through Flask's test client under cProfile, and splits the profiled
-time into buckets. Run it before and after an optimisation to compare.
+Builds the app in-process, sends batches of one scenario (mixed-1000 by
+default: half updates, half new) through Flask's test client under
+cProfile, and splits the profiled time into buckets. Run it before and
+after an optimisation to compare.
 
 Buckets, each found by (path suffix, function name) as cProfile records
 them, so a moved line does not break the attribution:
@@ -44,9 +45,10 @@ from typing import Any
 
 from bench.drive import BenchError, check_counts
 from bench.seed import ROOT, Database, Tenant, close_database, open_database, prepare
-from bench.workload import Batch, Workload
+from bench.workload import SCENARIOS, Batch, Workload
 
 BULK_PATH = "/contacts/bulk-update"
+DEFAULT_SCENARIO = "mixed-1000"
 DEFAULT_BATCHES = 10
 WARMUP_BATCHES = 2
 TIME_LIMIT_S = 90  # per pass (warm-up, unprofiled, profiled)
@@ -200,9 +202,9 @@ def run_pass(app: InProcessClient, batches: list[Batch],
     return contacts, seconds
 
 
-def profile_service(database: Database, tenants: list[Tenant],
+def profile_service(database: Database, tenants: list[Tenant], scenario: str = DEFAULT_SCENARIO,
                     batches: int = DEFAULT_BATCHES) -> dict[str, Any]:
-    """Profile mixed-1000 batches through the in-process app; buckets in ms per 1000."""
+    """Profile batches of a scenario through the in-process app; buckets in ms per 1000."""
     from app import create_app  # late: the bench may run against a database set up just now
 
     os.environ["CONTACTSYNC_RATE_LIMIT"] = "off"  # as for gunicorn: never rate-limit the bench
@@ -210,7 +212,7 @@ def profile_service(database: Database, tenants: list[Tenant],
     try:
         app = InProcessClient(flask_app.test_client(), {t.index: t.token for t in tenants})
         workload = Workload(thread=0, tag="prof")
-        build = lambda n: [b.encode() for b in workload.batches("mixed-1000", n)]  # noqa: E731
+        build = lambda n: [b.encode() for b in workload.batches(scenario, n)]  # noqa: E731
         run_pass(app, build(WARMUP_BATCHES), None)
         plain_contacts, plain_s = run_pass(app, build(batches), None)
         profiler = cProfile.Profile()
@@ -220,7 +222,7 @@ def profile_service(database: Database, tenants: list[Tenant],
     stats = pstats.Stats(profiler)
     per_1000 = contacts / 1000
     buckets = {name: round(s * 1000 / per_1000, 2) for name, s in attribute(stats).items()}
-    return {"batches": contacts // 1000, "contacts": contacts,
+    return {"scenario": scenario, "batches": contacts // SCENARIOS[scenario][1], "contacts": contacts,
             "unprofiled_ms_per_1000": round(plain_s * 1000 / (plain_contacts / 1000), 2),
             "profiled_ms_per_1000": buckets["total"], "buckets_ms_per_1000": buckets,
             "top": top_functions(stats, per_1000)}
@@ -229,7 +231,7 @@ def profile_service(database: Database, tenants: list[Tenant],
 def format_profile(result: dict[str, Any]) -> str:
     """The buckets and the top functions as text."""
     total = result["profiled_ms_per_1000"]
-    lines = [f"CPU breakdown: {result['batches']} mixed-1000 batches in-process under cProfile, "
+    lines = [f"CPU breakdown: {result['batches']} {result['scenario']} batches in-process under cProfile, "
              f"ms per 1000 contacts (unprofiled: {result['unprofiled_ms_per_1000']:.1f} ms)",
              f"  {'bucket':<12}{'ms/1000':>10}{'share':>8}"]
     for name in BUCKETS:
@@ -247,12 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     """Seed the bench tenants, profile, print. Exit 1 on an error."""
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=DEFAULT_BATCHES,
-                        help=f"profiled batches of 1000 (default {DEFAULT_BATCHES})")
+                        help=f"profiled batches (default {DEFAULT_BATCHES})")
+    parser.add_argument("--scenario", choices=SCENARIOS, default=DEFAULT_SCENARIO,
+                        help=f"what the batches are (default {DEFAULT_SCENARIO})")
     args = parser.parse_args(argv)
     database = open_database()
     try:
         tenants = prepare(database)
-        print(format_profile(profile_service(database, tenants, max(1, args.batches))))
+        print(format_profile(profile_service(database, tenants, args.scenario, max(1, args.batches))))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
