@@ -41,6 +41,14 @@ class Result:
             return self.latencies_s[0] * 1000 if self.latencies_s else float("nan")
         return statistics.quantiles(self.latencies_s, n=100, method="inclusive")[p - 1] * 1000
 
+    def add(self, other: "Result") -> None:
+        """Fold in another part of the same scenario (a later round)."""
+        self.rows += other.rows
+        self.requests += other.requests
+        self.wall_s += other.wall_s
+        self.latencies_s += other.latencies_s
+        self.stopped_by_time |= other.stopped_by_time
+
     def summary(self) -> dict:
         """The numbers the report and the results file keep."""
         return {"name": self.name, "contacts": self.rows, "requests": self.requests,

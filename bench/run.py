@@ -7,7 +7,8 @@ Phases, all in one run so that they share machine, database and data:
 2. gunicorn (2 sync workers) on a free 127.0.0.1 port;
 3. per scenario (mixed-1000, mixed-100, resync-1000): the service from 2
    client threads, then the floor (app.upsert.upsert_contacts on
-   pre-validated rows) from 2 threads, same shapes, fresh keys;
+   pre-validated rows) from 2 threads, same shapes, fresh keys; all of it
+   in 3 interleaved rounds, so that the machine's drift is shared fairly;
 4. the naive row-by-row baseline; 5. the in-process CPU profiles (mixed, resync);
 6. what the change feed's index costs the engine (bench/feed_index.py);
 7. the table, the target checks, bench/results/*.json and *.png.
@@ -26,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -53,7 +55,9 @@ from bench.workload import SCENARIOS, THREADS, Batch, Workload
 # Batches per client thread: roughly 15-25 s of the service on an idle 2-core
 # machine (the floor, faster, takes less); TIME_LIMIT_S cuts a scenario short
 # on a slower or busy one. The floor runs the same counts: same shapes, same rows.
+# They are sent in ROUNDS rounds, each a third of every scenario (run_rounds).
 REQUESTS_PER_THREAD = {"mixed-1000": 180, "mixed-100": 1000, "resync-1000": 250}
+ROUNDS = 3
 WARMUP_PER_THREAD = 2
 TIME_LIMIT_S = 40.0
 NAIVE_BATCHES_PER_THREAD = 8  # ~0.5-1 s each: a few are enough for a rate
@@ -85,36 +89,58 @@ def frozen_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-def timed_scenario(name: str, workloads: list[Workload], senders: list[Sender], scenario: str,
-                   count: int, encode: bool, time_limit_s: float = TIME_LIMIT_S) -> Result:
-    """Warm up, build every batch, then run them from one thread per workload."""
-    def prebuilt(workload: Workload, n: int) -> list[Batch]:
-        batches = workload.batches(scenario, n)
-        return [b.encode() if encode else b.for_engine() for b in batches]
+@dataclass
+class Way:
+    """One way of writing a scenario (the service or the floor): a workload and
+    a sender per client thread, kept from round to round so that new keys stay
+    new and each thread keeps its connection."""
 
-    warm_up([(prebuilt(w, WARMUP_PER_THREAD), s) for w, s in zip(workloads, senders, strict=True)])
-    per_thread = [(prebuilt(w, count), s) for w, s in zip(workloads, senders, strict=True)]
-    with frozen_gc():
-        result = run_parallel(name, per_thread, time_limit_s)
-    log(f"{name}: {result.rate:,.0f} contacts/s, {result.requests} requests in {result.wall_s:.1f} s"
-        + (" (stopped by the time limit)" if result.stopped_by_time else ""))
-    return result
+    name: str
+    workloads: list[Workload]
+    senders: list[Sender]
+    encode: bool  # the service takes JSON bodies, the floor validated rows
 
-
-def run_service(base_url: str, tenants: list[Tenant], scenario: str) -> Result:
-    """One scenario through gunicorn, each thread with its own Session and tenants."""
-    workloads = [Workload(t, f"svc-{scenario}") for t in range(THREADS)]
-    senders = [http_sender(base_url, tenants, scenario) for _ in range(THREADS)]
-    return timed_scenario(f"service {scenario}", workloads, senders, scenario,
-                          REQUESTS_PER_THREAD[scenario], encode=True)
+    def prebuilt(self, scenario: str, per_thread: int) -> list[tuple[list[Batch], Sender]]:
+        """Each thread's next batches, built now so that the timed part sends only."""
+        return [([b.encode() if self.encode else b.for_engine() for b in w.batches(scenario, per_thread)], s)
+                for w, s in zip(self.workloads, self.senders, strict=True)]
 
 
-def run_floor(conns: list[psycopg.Connection], tenants: list[Tenant], scenario: str) -> Result:
-    """The same scenario straight into the engine, one connection per thread."""
-    workloads = [Workload(t, f"floor-{scenario}") for t in range(THREADS)]
-    senders = [engine_sender(conn, tenants, scenario) for conn in conns]
-    return timed_scenario(f"floor {scenario}", workloads, senders, scenario,
-                          REQUESTS_PER_THREAD[scenario], encode=False)
+def service_way(base_url: str, tenants: list[Tenant], scenario: str) -> Way:
+    """Through gunicorn, each thread with its own Session (keep-alive) and tenants."""
+    return Way(f"service {scenario}", [Workload(t, f"svc-{scenario}") for t in range(THREADS)],
+               [http_sender(base_url, tenants, scenario) for _ in range(THREADS)], encode=True)
+
+
+def floor_way(conns: list[psycopg.Connection], tenants: list[Tenant], scenario: str) -> Way:
+    """Straight into the engine, one connection per thread."""
+    return Way(f"floor {scenario}", [Workload(t, f"floor-{scenario}") for t in range(THREADS)],
+               [engine_sender(conn, tenants, scenario) for conn in conns], encode=False)
+
+
+def run_rounds(ways: dict[str, dict[str, Way]]) -> dict[str, dict[str, Result]]:
+    """Every scenario of every way, in ROUNDS interleaved rounds.
+
+    The machine's speed drifts over a run (on a shared 2-core VM by 20% and
+    more within minutes); one block per scenario would put that drift into
+    the ratios between scenarios, and between service and floor.
+    """
+    results = {kind: {scenario: Result(way.name) for scenario, way in by_scenario.items()}
+               for kind, by_scenario in ways.items()}
+    for round_number in range(1, ROUNDS + 1):
+        for scenario in SCENARIOS:
+            for kind, by_scenario in ways.items():
+                way = by_scenario[scenario]
+                if round_number == 1:
+                    warm_up(way.prebuilt(scenario, WARMUP_PER_THREAD))
+                per_thread = way.prebuilt(scenario, REQUESTS_PER_THREAD[scenario] // ROUNDS)
+                with frozen_gc():
+                    result = run_parallel(way.name, per_thread, TIME_LIMIT_S / ROUNDS)
+                log(f"round {round_number}/{ROUNDS} {way.name}: {result.rate:,.0f} contacts/s, "
+                    f"{result.requests} requests in {result.wall_s:.1f} s"
+                    + (" (stopped by the time limit)" if result.stopped_by_time else ""))
+                results[kind][scenario].add(result)
+    return results
 
 
 def run_naive(conns: list[psycopg.Connection], tenants: list[Tenant]) -> Result:
@@ -177,10 +203,10 @@ def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
         gunicorn.wait_ready()
         log(f"gunicorn ready on {gunicorn.base_url} ({WORKERS} workers)")
         conns = [database.connect() for _ in range(THREADS)]
-        service, floor = {}, {}
-        for scenario in SCENARIOS:
-            service[scenario] = run_service(gunicorn.base_url, tenants, scenario)
-            floor[scenario] = run_floor(conns, tenants, scenario)
+        results = run_rounds({
+            "service": {s: service_way(gunicorn.base_url, tenants, s) for s in SCENARIOS},
+            "floor": {s: floor_way(conns, tenants, s) for s in SCENARIOS}})
+        service, floor = results["service"], results["floor"]
         gunicorn.stop()  # idle from here on; the rest runs in this process
         naive = run_naive(conns, tenants)
     finally:
