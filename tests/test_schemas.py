@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import ValidationError, missing
 
 from app.schemas import (
     KNOWN_ADDRESSES,
@@ -12,6 +12,7 @@ from app.schemas import (
     canonical_locale,
     contact_row_schema,
     load_row,
+    load_valid_row,
     normalise_email,
 )
 
@@ -186,3 +187,20 @@ def outcome(load, row):
 @given(row=ROWS | st.lists(st.integers(), max_size=2) | st.integers() | st.none())
 def test_load_row_gives_what_the_schema_gives(row):
     assert outcome(load_row, row) == outcome(contact_row_schema.load, row)
+
+
+def test_a_valid_row_loads_through_its_fields_as_the_schema_loads_it():
+    row = {"userId": " u-1 ", "email": "A@Example.com", "language": "pt_br",
+           "customFields": {"seats": 3}, "optIn": None}
+    expected = {"external_id": "u-1", "email": "a@example.com", "locale": "pt-BR",
+                "attributes": {"seats": 3}, "opt_in": None}
+    assert load_valid_row(row) == contact_row_schema.load(row) == expected
+
+
+def test_load_valid_row_knows_all_the_row_schema_does():
+    """load_valid_row runs the fields and these two hooks itself: a hook, a
+    required field or a default added to ContactRowSchema must be added there."""
+    hooks = {name for registered in contact_row_schema._hooks.values() for name, *_ in registered}
+    assert hooks == {"check_identity", "fold_aliases"}
+    for field in contact_row_schema.load_fields.values():
+        assert not field.required and field.load_default is missing and field.attribute is None
