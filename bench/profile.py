@@ -211,7 +211,7 @@ def profile_service(database: Database, tenants: list[Tenant], scenario: str = D
     flask_app = create_app({"DATABASE_URL": database.url})
     try:
         app = InProcessClient(flask_app.test_client(), {t.index: t.token for t in tenants})
-        workload = Workload(thread=0, tag="prof")
+        workload = Workload(thread=0, tag=f"prof-{scenario}")  # new keys stay new across profiles
         build = lambda n: [b.encode() for b in workload.batches(scenario, n)]  # noqa: E731
         run_pass(app, build(WARMUP_BATCHES), None)
         plain_contacts, plain_s = run_pass(app, build(batches), None)

@@ -1,4 +1,4 @@
-"""`make bench`: the service end to end, the engine floor, a naive baseline, a CPU profile.
+"""`make bench`: the service end to end, the engine floor, a naive baseline, CPU profiles.
 
 Phases, all in one run so that they share machine, database and data:
 
@@ -56,7 +56,7 @@ from bench.workload import SCENARIOS, THREADS, Batch, Workload
 # machine (the floor, faster, takes less); TIME_LIMIT_S cuts a scenario short
 # on a slower or busy one. The floor runs the same counts: same shapes, same rows.
 # They are sent in ROUNDS rounds, each a third of every scenario (run_rounds).
-REQUESTS_PER_THREAD = {"mixed-1000": 180, "mixed-100": 1000, "resync-1000": 250}
+REQUESTS_PER_THREAD = {"mixed-1000": 180, "mixed-100": 999, "resync-1000": 249}
 ROUNDS = 3
 WARMUP_PER_THREAD = 2
 TIME_LIMIT_S = 40.0
@@ -93,7 +93,7 @@ def frozen_gc() -> Iterator[None]:
 class Way:
     """One way of writing a scenario (the service or the floor): a workload and
     a sender per client thread, kept from round to round so that new keys stay
-    new and each thread keeps its connection."""
+    new and the floor's threads keep their connections."""
 
     name: str
     workloads: list[Workload]
@@ -107,7 +107,7 @@ class Way:
 
 
 def service_way(base_url: str, tenants: list[Tenant], scenario: str) -> Way:
-    """Through gunicorn, each thread with its own Session (keep-alive) and tenants."""
+    """Through gunicorn, each thread with its own Session and tenants."""
     return Way(f"service {scenario}", [Workload(t, f"svc-{scenario}") for t in range(THREADS)],
                [http_sender(base_url, tenants, scenario) for _ in range(THREADS)], encode=True)
 

@@ -80,7 +80,11 @@ class Gunicorn:
 
 
 def http_sender(base_url: str, tenants: list[Tenant], scenario: str) -> Callable[[Batch], None]:
-    """A sender for one thread: its own Session (keep-alive), checks on every answer.
+    """A sender for one thread: its own Session, checks on every answer.
+
+    The Session would keep its connection alive, but gunicorn's sync workers
+    close every connection after the answer, so each request opens a new one
+    on loopback, as any client of contactsync under `make run` does.
 
     Batches must be encode()d beforehand, so no JSON is built while timing.
     """
