@@ -97,26 +97,34 @@ class Way:
     a sender per client thread, kept from round to round so that new keys stay
     new and the floor's threads keep their connections."""
 
-    name: str
+    kind: str  # "service" or "floor"
+    scenario: str
     workloads: list[Workload]
     senders: list[Sender]
     encode: bool  # the service takes JSON bodies, the floor validated rows
 
-    def prebuilt(self, scenario: str, per_thread: int) -> list[tuple[list[Batch], Sender]]:
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.scenario}"
+
+    def prebuilt(self, per_thread: int) -> list[tuple[list[Batch], Sender]]:
         """Each thread's next batches, built now so that the timed part sends only."""
-        return [([b.encode() if self.encode else b.for_engine() for b in w.batches(scenario, per_thread)], s)
-                for w, s in zip(self.workloads, self.senders, strict=True)]
+        def built(workload: Workload) -> list[Batch]:
+            batches = workload.batches(self.scenario, per_thread)
+            return [b.encode() if self.encode else b.for_engine() for b in batches]
+
+        return [(built(w), s) for w, s in zip(self.workloads, self.senders, strict=True)]
 
 
 def service_way(base_url: str, tenants: list[Tenant], scenario: str) -> Way:
     """Through gunicorn, each thread with its own Session and tenants."""
-    return Way(f"service {scenario}", [Workload(t, f"svc-{scenario}") for t in range(THREADS)],
+    return Way("service", scenario, [Workload(t, f"svc-{scenario}") for t in range(THREADS)],
                [http_sender(base_url, tenants, scenario) for _ in range(THREADS)], encode=True)
 
 
 def floor_way(conns: list[psycopg.Connection], tenants: list[Tenant], scenario: str) -> Way:
     """Straight into the engine, one connection per thread."""
-    return Way(f"floor {scenario}", [Workload(t, f"floor-{scenario}") for t in range(THREADS)],
+    return Way("floor", scenario, [Workload(t, f"floor-{scenario}") for t in range(THREADS)],
                [engine_sender(conn, tenants, scenario) for conn in conns], encode=False)
 
 
@@ -134,8 +142,8 @@ def run_rounds(ways: dict[str, dict[str, Way]]) -> dict[str, dict[str, Result]]:
             for kind, by_scenario in ways.items():
                 way = by_scenario[scenario]
                 if round_number == 1:
-                    warm_up(way.prebuilt(scenario, WARMUP_PER_THREAD))
-                per_thread = way.prebuilt(scenario, REQUESTS_PER_THREAD[scenario] // ROUNDS)
+                    warm_up(way.prebuilt(WARMUP_PER_THREAD))
+                per_thread = way.prebuilt(REQUESTS_PER_THREAD[scenario] // ROUNDS)
                 with frozen_gc():
                     result = run_parallel(way.name, per_thread, TIME_LIMIT_S / ROUNDS)
                 log(f"round {round_number}/{ROUNDS} {way.name}: {result.rate:,.0f} contacts/s, "
