@@ -1,0 +1,225 @@
+"""The bulk path every front shares: raw rows in, per-row outcomes and the summary out.
+
+A front (an HTTP door today; the batch-task worker and the MCP tools next)
+calls `bulk_upsert` with a connection inside its own transaction, a tenant,
+the rows exactly as the client sent them, and the options. In that call:
+
+1. one indexed look-up finds which of the rows' addresses the tenant already
+   holds, so that validation skips email-validator for them (app/schemas.py,
+   KNOWN_ADDRESSES);
+2. every row is validated (app/schemas.py); an invalid row becomes a failure
+   with every error named, and the others go on;
+3. the valid rows are planned (app/upsert.py): matched, applied in memory in
+   request order, each with its outcome;
+4. in all-or-nothing mode any failure, invalid or conflicting, raises
+   `BatchRejected` before anything is written;
+5. the net result is written and, with `run_workflow`, its contacts' events
+   too, in the caller's transaction;
+6. the report: counts, failures in request order, per-row results on request.
+
+`upsert_one` is the same path for one already validated contact
+(`POST /contacts`), which answers with the contact as written.
+
+Plain values in and out; no Flask, and no commit: the caller owns the
+transaction, and retries it (with `exclusive=True`) on a race.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from marshmallow import ValidationError
+
+from app.outbox import enqueue_contact_events
+from app.reads import find_contact
+from app.schemas import KNOWN_ADDRESSES, known_address_candidates, load_row
+from app.sql import queries
+from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
+
+MAX_ECHOED_CHARS = 320  # a failure echoes the row's identities, not megabytes of them
+
+
+@dataclass(frozen=True)
+class BulkOptions:
+    """What a bulk request asks for besides its rows."""
+
+    atomic: bool = False  # any failed row: BatchRejected, nothing written
+    run_workflow: bool = False  # an event for every contact created or changed
+    return_results: bool = False  # one `results` entry per row in the summary
+
+
+@dataclass(frozen=True)
+class BulkReport:
+    """What a bulk request did: every row's outcome and the answer's `data`."""
+
+    outcomes: list[RowOutcome]
+    summary: dict[str, Any]
+
+
+class BatchRejected(Exception):
+    """All-or-nothing mode and some rows failed: nothing was written."""
+
+    def __init__(self, failures: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(failures)} rows failed")
+        self.failures = failures
+
+
+class ContactConflict(Exception):
+    """The one contact's externalId and email belong to different contacts."""
+
+    def __init__(self, conflict: dict[str, int | None]) -> None:
+        super().__init__("identity conflict")
+        self.conflict = conflict  # {"externalIdContactId": .., "emailContactId": ..}
+
+
+def bulk_upsert(conn: psycopg.Connection, tenant_id: int, rows: list[Any], options: BulkOptions,
+                *, exclusive: bool = False) -> BulkReport:
+    """Validate, plan and write raw `rows` for the tenant in the caller's transaction.
+
+    `exclusive` (for a retry, which means contention) first takes the
+    tenant's write lock exclusively, so that the retry cannot fail again.
+    """
+    valid, invalid = validate_rows(conn, tenant_id, rows)
+    batch = plan_upsert(conn, tenant_id, valid, exclusive=exclusive)
+    # All-or-nothing: planned first, so that the failures name conflicts as
+    # well as invalid rows; the caller's transaction then rolls back.
+    if options.atomic and (invalid or batch.failed):
+        raise BatchRejected(all_failures(rows, invalid, batch.outcomes))
+    write_batch(conn, batch, options.run_workflow)
+    # After the write: a conflict with a contact this batch created names its new id.
+    failures = all_failures(rows, invalid, batch.outcomes)
+    return BulkReport(batch.outcomes, summary(len(rows), batch.outcomes, failures,
+                                              options.return_results))
+
+
+def upsert_one(conn: psycopg.Connection, tenant_id: int, row: dict[str, Any], *,
+               run_workflow: bool, exclusive: bool = False) -> tuple[str, dict[str, Any]]:
+    """Plan and write one validated row; return its status and the contact as
+    this transaction wrote it. Raises ContactConflict instead of writing."""
+    batch = plan_upsert(conn, tenant_id, [(0, row)], exclusive=exclusive)
+    [outcome] = batch.outcomes
+    if outcome.status == FAILED or outcome.contact is None:
+        conflict = conflict_ids(outcome)
+        raise ContactConflict({key: conflict[key] for key in ("externalIdContactId", "emailContactId")})
+    write_batch(conn, batch, run_workflow)
+    # Read back in the same transaction: the answer is this request's result, not a later one.
+    contact = find_contact(conn, tenant_id, contact_id=outcome.contact.id)
+    assert contact is not None  # written just now, in this transaction
+    return outcome.status, contact
+
+
+def validate_rows(conn: psycopg.Connection, tenant_id: int,
+                  rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """Load every row; return (index, row) pairs that are valid and failures for the rest."""
+    known = KNOWN_ADDRESSES.set(known_addresses(conn, tenant_id, rows))
+    try:
+        valid, invalid = [], []
+        for index, raw in enumerate(rows):
+            try:
+                valid.append((index, load_row(raw)))
+            except ValidationError as exc:
+                invalid.append({**row_identity(index, raw), "code": "invalid_contact",
+                                "message": "The contact is invalid.", "errors": exc.messages})
+        return valid, invalid
+    finally:
+        KNOWN_ADDRESSES.reset(known)
+
+
+def known_addresses(conn: psycopg.Connection, tenant_id: int, rows: list[Any]) -> frozenset[str]:
+    """Which of the rows' emails the tenant's contacts already hold: one
+    indexed look-up before validation (app/schemas.py, KNOWN_ADDRESSES)."""
+    candidates = known_address_candidates(rows)
+    if not candidates:
+        return frozenset()
+    found = conn.execute(queries["select-known-emails"],
+                         {"tenant_id": tenant_id, "emails": list(candidates)}).fetchall()
+    return frozenset(row["email"] for row in found)
+
+
+def write_batch(conn: psycopg.Connection, batch: Batch, run_workflow: bool) -> None:
+    """Write a planned batch and, with `run_workflow`, its contacts' events, in the
+    caller's transaction: an event exists exactly when its change was committed."""
+    batch.write(conn)
+    if run_workflow:
+        enqueue_contact_events(conn, batch.tenant_id, batch.written)
+
+
+def all_failures(rows: list[Any], invalid: list[dict], outcomes: list[RowOutcome]) -> list[dict]:
+    """Invalid rows and conflicting rows together, in request order."""
+    conflicts = [conflict_failure(o, rows[o.index]) for o in outcomes if o.status == FAILED]
+    return sorted(invalid + conflicts, key=lambda failure: failure["index"])
+
+
+def row_identity(index: int, raw: Any) -> dict[str, Any]:
+    """The row's index, externalId and email as sent (clipped), for a failure entry."""
+    sent = raw if isinstance(raw, dict) else {}
+    external_id = sent.get("externalId", sent.get("userId"))
+    return {"index": index, "externalId": echo(external_id), "email": echo(sent.get("email"))}
+
+
+def echo(value: Any) -> Any:
+    """A scalar sent by the client, clipped; anything else is not echoed."""
+    if isinstance(value, str):
+        return value[:MAX_ECHOED_CHARS]
+    return value if isinstance(value, int | float | bool) else None
+
+
+def conflict_failure(outcome: RowOutcome, raw: Any) -> dict[str, Any]:
+    """The failure entry of a row whose identities belong to two contacts."""
+    return {
+        **row_identity(outcome.index, raw),
+        "code": "identity_conflict",
+        "message": "The externalId and the email of this row belong to different contacts.",
+        "conflict": conflict_ids(outcome),
+    }
+
+
+def conflict_ids(outcome: RowOutcome) -> dict[str, int | None]:
+    """Which contacts hold a conflicting row's externalId and email."""
+    conflict = outcome.conflict
+    assert conflict is not None
+    by_external_id, by_email = conflict.external_id_contact, conflict.email_contact
+    return {
+        "externalIdContactId": by_external_id and by_external_id.id,
+        "emailContactId": by_email and by_email.id,
+        # A contact that an earlier row of this request creates has no id
+        # until it is written (never, in all-or-nothing mode): name the row.
+        "externalIdRowIndex": created_by_index(by_external_id),
+        "emailRowIndex": created_by_index(by_email),
+    }
+
+
+def created_by_index(contact: Contact | None) -> int | None:
+    return contact.created_by_index if contact is not None else None
+
+
+def summary(total: int, outcomes: list[RowOutcome], failures: list[dict],
+            with_results: bool) -> dict[str, Any]:
+    """The answer's data: counts, failures, and per-row results on request."""
+    counts = {status: 0 for status in (CREATED, UPDATED, UNCHANGED)}
+    for outcome in outcomes:
+        if outcome.status != FAILED:
+            counts[outcome.status] += 1
+    success = sum(counts.values())
+    data: dict[str, Any] = {
+        "totalCount": total,
+        "successCount": success,
+        "failedCount": total - success,
+        "createdCount": counts[CREATED],
+        "updatedCount": counts[UPDATED],
+        "unchangedCount": counts[UNCHANGED],
+        "failures": failures,
+    }
+    if with_results:
+        data["results"] = row_results(total, outcomes)
+    return data
+
+
+def row_results(total: int, outcomes: list[RowOutcome]) -> list[dict[str, Any]]:
+    """One entry per row in request order; rows that never reached the engine failed."""
+    results: list[dict[str, Any]] = [{"index": i, "id": None, "status": FAILED} for i in range(total)]
+    for outcome in outcomes:
+        if outcome.status != FAILED and outcome.contact is not None:
+            results[outcome.index] = {"index": outcome.index, "id": outcome.contact.id,
+                                      "status": outcome.status}
+    return results
