@@ -18,12 +18,13 @@ import psycopg
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app import auth, webhooks
+from app import webhooks
 from app.db import apply_schema, create_pool, get_conn
 from app.dispatcher import run_until_signalled, settings_from_config
 from app.errors import ApiError
 from app.outbox import count_events
-from app.sql import queries
+from app.tenants import create_tenant, find_tenant, has_tenants, lock_webhook_settings, update_webhook
+from app.tokens import SCOPES, create_token, list_tokens, revoke_tokens
 
 tenants_cli = AppGroup("tenants", help="Create tenants and set their webhooks.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
@@ -59,9 +60,9 @@ def run_sql(work: Any) -> Any:
         fail("That already exists.")
 
 
-def find_tenant(conn: psycopg.Connection, slug: str) -> dict:
+def existing_tenant(conn: psycopg.Connection, slug: str) -> dict:
     """The tenant with this slug, or a clean failure."""
-    tenant = conn.execute(queries["select-tenant-by-slug"], {"slug": slug}).fetchone()
+    tenant = find_tenant(conn, slug)
     if tenant is None:
         fail(f"No tenant {slug!r}.")
     return tenant
@@ -83,8 +84,7 @@ def create_tenant_command(slug: str, name: str | None) -> None:
     """Create tenant SLUG (lower-case letters, digits and dashes)."""
     if not TENANT_SLUG.fullmatch(slug):
         fail("A slug is 1-63 lower-case letters, digits and dashes, starting with a letter or digit.")
-    tenant = run_sql(lambda conn: conn.execute(
-        queries["insert-tenant"], {"slug": slug, "name": name or slug}).fetchone())
+    tenant = run_sql(lambda conn: create_tenant(conn, slug, name or slug))
     click.echo(f"Tenant {tenant['slug']} created (id {tenant['id']}).")
 
 
@@ -103,7 +103,7 @@ def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable
         fail("--disable takes no URL and no --rotate-secret.")
 
     def update(conn: psycopg.Connection) -> tuple[str, str | None]:
-        tenant = conn.execute(queries["lock-tenant-webhook"], {"slug": slug}).fetchone()
+        tenant = lock_webhook_settings(conn, slug)
         if tenant is None:
             fail(f"No tenant {slug!r}.")
         target = url or tenant["webhook_url"]
@@ -115,10 +115,7 @@ def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable
             except webhooks.DestinationRefused as exc:
                 fail(str(exc))
         secret = webhooks.new_secret() if rotate_secret or tenant["webhook_secret"] is None else None
-        conn.execute(queries["update-tenant-webhook"],
-                     {"id": tenant["id"], "url": target, "secret": secret, "enabled": not disable})
-        conn.execute(queries["park-pending-events" if disable else "unpark-pending-events"],
-                     {"tenant_id": tenant["id"]})
+        update_webhook(conn, tenant["id"], target, secret, enabled=not disable)
         return target, secret
 
     target, secret = run_sql(update)
@@ -171,11 +168,11 @@ def workflows_status_command(slug: str | None) -> None:
 @tokens_cli.command("create")
 @click.argument("slug")
 @click.option("--scope", "scopes", multiple=True, required=True,
-              type=click.Choice(sorted(auth.SCOPES)), help="Repeat for several scopes.")
+              type=click.Choice(sorted(SCOPES)), help="Repeat for several scopes.")
 def create_token_command(slug: str, scopes: tuple[str, ...]) -> None:
     """Create a token for tenant SLUG; the token is printed once, on the last line."""
-    token, row = run_sql(lambda conn: auth.create_token(conn, find_tenant(conn, slug)["id"],
-                                                       list(scopes)))
+    token, row = run_sql(lambda conn: create_token(conn, existing_tenant(conn, slug)["id"],
+                                                  list(scopes)))
     click.echo(f"Token {row['prefix']}... for {slug} with {' '.join(row['scopes'])}."
                " It is shown once; store it now:")
     click.echo(token.secret)
@@ -185,8 +182,7 @@ def create_token_command(slug: str, scopes: tuple[str, ...]) -> None:
 @click.argument("slug")
 def list_tokens_command(slug: str) -> None:
     """List tenant SLUG's tokens (prefixes only, never secrets)."""
-    rows = run_sql(lambda conn: conn.execute(
-        queries["list-tokens"], {"tenant_id": find_tenant(conn, slug)["id"]}).fetchall())
+    rows = run_sql(lambda conn: list_tokens(conn, existing_tenant(conn, slug)["id"]))
     for row in rows:
         state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
         used = f"{row['last_used_at']:%Y-%m-%d %H:%M}" if row["last_used_at"] else "never"
@@ -199,19 +195,18 @@ def list_tokens_command(slug: str) -> None:
 def revoke_token_command(prefix: str) -> None:
     """Revoke the token whose prefix (as `tokens list` shows it) is PREFIX."""
     prefix = prefix.removesuffix("...")
-    rows = run_sql(lambda conn: conn.execute(
-        queries["revoke-tokens-by-prefix"], {"prefix": prefix}).fetchall())
-    if not rows:
+    revoked = run_sql(lambda conn: revoke_tokens(conn, prefix))
+    if not revoked:
         fail(f"No active token with prefix {prefix!r}.")
     click.echo(f"Revoked {prefix}...")
 
 
 def bootstrap_demo_tenant(conn: psycopg.Connection) -> str | None:
     """On a database without tenants, create `demo` and return a new token for it."""
-    if conn.execute(queries["count-tenants"]).fetchone()["n"] > 0:
+    if has_tenants(conn):
         return None
-    tenant = conn.execute(queries["insert-tenant"], {"slug": DEMO_SLUG, "name": "Demo"}).fetchone()
-    token, _ = auth.create_token(conn, tenant["id"], DEMO_SCOPES)
+    tenant = create_tenant(conn, DEMO_SLUG, "Demo")
+    token, _ = create_token(conn, tenant["id"], DEMO_SCOPES)
     return token.secret
 
 

@@ -189,3 +189,8 @@ def apply_schema(conn: psycopg.Connection) -> None:
         conn.execute(queries["lock-schema-changes"])
         conn.execute(queries["allow-slow-schema-changes"])
         conn.execute(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def ping(conn: psycopg.Connection) -> None:
+    """Readiness: the database answers a query (OperationalError when it does not)."""
+    conn.execute(queries["ping"])

@@ -2,8 +2,7 @@
 
 from flask import Blueprint
 
-from app.db import get_conn
-from app.sql import queries
+from app.db import get_conn, ping
 
 bp = Blueprint("health", __name__)
 
@@ -18,5 +17,5 @@ def health():
 def ready():
     """The database answers a query (else 503 database_unavailable)."""
     with get_conn() as conn:
-        conn.execute(queries["ping"])
+        ping(conn)
     return {"status": "ready"}

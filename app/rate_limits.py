@@ -18,8 +18,9 @@ from flask import Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from app.auth import bearer_secret, hash_token
+from app.auth import bearer_secret
 from app.errors import Unauthorized
+from app.tokens import hash_token
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from app.auth import create_token
 from app.db import apply_schema, start_embedded_server
 from app.sql import queries
+from app.tokens import create_token
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DATA_DIR = ROOT / ".data" / "bench"  # apart from `make run`'s .data

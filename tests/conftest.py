@@ -15,9 +15,9 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from app import create_app
-from app.auth import create_token
 from app.db import apply_schema
 from app.sql import queries
+from app.tokens import create_token
 from tests.receiver import Receiver
 from tests.server import running_gunicorn
 from tests.support import auth_headers

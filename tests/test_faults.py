@@ -22,9 +22,9 @@ import pytest
 import requests
 from psycopg.rows import dict_row
 
-from app.auth import create_token
 from app.db import apply_schema
 from app.sql import queries
+from app.tokens import create_token
 from tests.server import RestartablePostgres, running_gunicorn
 
 BATCH_ROWS = 20

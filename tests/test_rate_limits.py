@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from app.auth import hash_token
 from app.config import load_config
+from app.tokens import hash_token
 from tests.server import running_gunicorn
 from tests.support import auth_headers, post_bulk, stored_contacts
 
