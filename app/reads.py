@@ -103,12 +103,12 @@ def find_contact(conn: psycopg.Connection, tenant_id: int, *, contact_id: int | 
                  email: str | None = None, external_id: str | None = None) -> dict[str, Any] | None:
     """The tenant's contact with this id, stored email or externalId (give one), or None."""
     if contact_id is not None:
-        query, params = "select-contact-by-id", {"id": contact_id}
+        query, params = queries["select-contact-by-id"], {"id": contact_id}
     elif email is not None:
-        query, params = "select-contact-by-email", {"email": email}
+        query, params = queries["select-contact-by-email"], {"email": email}
     elif external_id is not None:
-        query, params = "select-contact-by-external-id", {"external_id": external_id}
+        query, params = queries["select-contact-by-external-id"], {"external_id": external_id}
     else:
         raise TypeError("find_contact needs contact_id, email or external_id")
-    row = conn.execute(queries[query], {"tenant_id": tenant_id, **params}).fetchone()
+    row = conn.execute(query, {"tenant_id": tenant_id, **params}).fetchone()
     return None if row is None else row["contact"]

@@ -82,6 +82,7 @@ ORDER BY r.ord
 RETURNING id, external_id, email;
 
 -- name: select-contact-by-id
+-- GET /contacts/{id}, and a write door's read-back of the contact it wrote.
 SELECT contact_json(c) AS contact
 FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s AND c.id = %(id)s;
@@ -93,6 +94,7 @@ FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s AND c.email = %(email)s;
 
 -- name: select-contact-by-external-id
+-- GET /contacts?externalId=: externalId as stored (trimmed by the caller, like on write).
 SELECT contact_json(c) AS contact
 FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s AND c.external_id = %(external_id)s;

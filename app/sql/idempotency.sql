@@ -1,6 +1,8 @@
 -- Statements of idempotency keys (app/idempotency.py).
 
 -- name: select-idempotent-answer
+-- The answer a key already has, if it has not expired; an expired one waits
+-- for the purge and counts as none.
 SELECT fingerprint, status, body
 FROM idempotency_keys
 WHERE tenant_id = %(tenant_id)s AND key = %(key)s AND expires_at > now();
