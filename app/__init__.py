@@ -5,9 +5,11 @@ from typing import Any
 
 from flask import Flask
 
-from app import cli, contact_reads, contacts, db, health, openapi, rate_limits, request_log
+from app import db
+from app.cli import admin as cli
 from app.config import load_config
 from app.errors import register_error_handlers
+from app.web import contact_reads, contacts, health, openapi, rate_limits, request_log
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

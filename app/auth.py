@@ -1,7 +1,7 @@
 """Bearer tokens on requests: the per-route token, tenant and scope check.
 
 This is the only module that reads the Authorization header. Tokens
-themselves (minting, hashing, storage) are app/tokens.py's.
+themselves (minting, hashing, storage) are app/engine/tokens.py's.
 """
 
 import hmac
@@ -14,8 +14,8 @@ import psycopg
 from flask import g, request
 
 from app.db import get_conn
+from app.engine.tokens import SCOPES, TOKEN_PREFIX, find_token, hash_token, record_token_use
 from app.errors import InsufficientScope, TenantMismatch, Unauthorized
-from app.tokens import SCOPES, TOKEN_PREFIX, find_token, hash_token, record_token_use
 
 # Anything else is not a token of ours; refusing it early keeps junk off the database.
 MAX_TOKEN_LENGTH = 200

@@ -110,7 +110,7 @@ class RateLimited(ApiError):
     message = "This token sent more requests than its rate limit allows; retry after Retry-After seconds."
 
     def __init__(self, message: str | None = None) -> None:
-        # app/rate_limits.py puts the window's real remainder here; 1 s if it cannot.
+        # app/web/rate_limits.py puts the window's real remainder here; 1 s if it cannot.
         super().__init__(message, headers={"Retry-After": "1"})
 
 

@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from app.db import apply_schema
-from app.upsert import upsert_contacts
+from app.engine.upsert import upsert_contacts
 
 SEEDED = 100_000
 BATCHES = 70  # per variant; the first WARMUP are not counted

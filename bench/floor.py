@@ -1,6 +1,6 @@
 """Writing batches without the service: the engine alone (the floor) and the naive way.
 
-The floor calls app.upsert.upsert_contacts with rows that are already
+The floor calls app.engine.upsert.upsert_contacts with rows that are already
 validated, in one transaction per batch: what the service costs beyond it
 is HTTP, JSON, auth and validation. The naive baseline is the pattern the
 engine replaces: one SELECT and one INSERT or UPDATE per contact.
@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, upsert_contacts
+from app.engine.upsert import CREATED, FAILED, UNCHANGED, UPDATED, upsert_contacts
 from bench.drive import check_counts
 from bench.seed import Tenant
 from bench.workload import Batch

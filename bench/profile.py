@@ -10,20 +10,20 @@ them, so a moved line does not break the attribution:
 
 | bucket     | functions (cumulative time)                                             |
 |------------|-------------------------------------------------------------------------|
-| json       | app/contacts.py parse_json (json.loads of the body); if                 |
+| json       | app/web/contacts.py parse_json (json.loads of the body); if                 |
 |            | it is gone: json loads / orjson.loads not called from psycopg (psycopg  |
 |            | decodes stored jsonb with json.loads, which is SQL time)                |
-| validation | app/contacts.py validate_rows (every row, whatever validates it) plus   |
+| validation | app/web/contacts.py validate_rows (every row, whatever validates it) plus   |
 |            | marshmallow/schema.py load called from bulk_upsert (the envelope); if   |
 |            | validate_rows is gone: every marshmallow load. Minus email              |
-| email      | app/schemas.py normalise_email (email-validator, cache misses only: a   |
+| email      | app/schemas/contacts.py normalise_email (email-validator, cache misses only: a   |
 |            | cache hit is not a Python call and stays in validation); if renamed,    |
 |            | email_validator's validate_email                                        |
 | sql        | psycopg/cursor.py execute, executemany, fetchone, fetchmany, fetchall,  |
 |            | copy, stream, and psycopg/transaction.py __enter__/__exit__ (BEGIN,     |
 |            | COMMIT): waiting on the database plus adapting parameters and rows      |
 | response   | flask/app.py finalize_request (make_response: the JSON dump, headers),  |
-|            | app/contacts.py summary, jsonify when called outside summary, and the   |
+|            | app/web/contacts.py summary, jsonify when called outside summary, and the   |
 |            | JSON provider's response() (run_write dumps the answer itself)          |
 | rest       | total minus the above: routing, auth, the engine's Python, the pool...  |
 
@@ -62,15 +62,15 @@ SQL_FUNCTIONS: list[Key] = [
     ("psycopg/transaction.py", "__enter__"),
     ("psycopg/transaction.py", "__exit__"),
 ]
-PARSE_JSON: Key = ("app/contacts.py", "parse_json")
+PARSE_JSON: Key = ("app/web/contacts.py", "parse_json")
 JSON_LOADS: list[Key] = [("json/__init__.py", "loads"), ("~", "<built-in method orjson.loads>")]
 SCHEMA_LOAD: Key = ("marshmallow/schema.py", "load")
-VALIDATE_ROWS: Key = ("app/contacts.py", "validate_rows")
-BULK_UPSERT: Key = ("app/contacts.py", "bulk_upsert")
-EMAIL_CHECKS: list[Key] = [("app/schemas.py", "normalise_email"),
+VALIDATE_ROWS: Key = ("app/web/contacts.py", "validate_rows")
+BULK_UPSERT: Key = ("app/web/contacts.py", "bulk_upsert")
+EMAIL_CHECKS: list[Key] = [("app/schemas/contacts.py", "normalise_email"),
                            ("email_validator/validate_email.py", "validate_email")]
 FINALIZE_REQUEST: Key = ("flask/app.py", "finalize_request")
-SUMMARY: Key = ("app/contacts.py", "summary")
+SUMMARY: Key = ("app/web/contacts.py", "summary")
 JSONIFY: Key = ("flask/json/__init__.py", "jsonify")
 JSON_RESPONSE: Key = ("flask/json/provider.py", "response")
 BUCKETS = ("json", "validation", "email", "sql", "response", "rest")

@@ -6,7 +6,7 @@ Phases, all in one run so that they share machine, database and data:
    seeded contacts in tenants bench-0..bench-9, one token per tenant;
 2. gunicorn (2 sync workers) on a free 127.0.0.1 port;
 3. per scenario (mixed-1000, mixed-100, resync-1000): the service from 2
-   client threads, then the floor (app.upsert.upsert_contacts on
+   client threads, then the floor (app.engine.upsert.upsert_contacts on
    pre-validated rows) from 2 threads, same shapes, fresh keys; all of it
    in 3 interleaved rounds, so that the machine's drift is shared fairly;
 4. the naive row-by-row baseline; 5. the in-process CPU profiles (mixed, resync);

@@ -21,8 +21,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from app.db import apply_schema, start_embedded_server
+from app.engine.tokens import create_token
 from app.sql import queries
-from app.tokens import create_token
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DATA_DIR = ROOT / ".data" / "bench"  # apart from `make run`'s .data

@@ -16,8 +16,8 @@ from psycopg.rows import dict_row
 
 from app import create_app
 from app.db import apply_schema
+from app.engine.tokens import create_token
 from app.sql import queries
-from app.tokens import create_token
 from tests.receiver import Receiver
 from tests.server import running_gunicorn
 from tests.support import auth_headers

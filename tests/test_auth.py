@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from app.tokens import hash_token, mint_token
+from app.engine.tokens import hash_token, mint_token
 from tests.support import BULK_URL, auth_headers, post_bulk, stored_contacts
 
 ROW = [{"externalId": "crm-1", "email": "a@example.com"}]

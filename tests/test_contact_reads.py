@@ -1,4 +1,4 @@
-"""Reads (app/contact_reads.py): one contact, look-ups, and a change feed that misses nothing."""
+"""Reads (app/web/contact_reads.py): one contact, look-ups, and a change feed that misses nothing."""
 
 import json
 import random
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.reads import FeedPosition
+from app.engine.reads import FeedPosition
 from tests.reference import Reference, rows
 from tests.support import auth_headers, post_bulk, stored_contacts
 

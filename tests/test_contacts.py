@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app.schemas import normalise_email
+from app.schemas.contacts import normalise_email
 from tests.support import BULK_URL, post_bulk, stored_contacts
 
 AUTOSEND_URL = "/v1/contacts/bulk-update"

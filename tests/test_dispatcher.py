@@ -1,4 +1,4 @@
-"""The dispatcher (app/dispatcher.py) delivering outbox events to a real receiver on 127.0.0.1.
+"""The dispatcher (app/workers/dispatcher.py) delivering outbox events to a real receiver on 127.0.0.1.
 
 In-process tests drive `dispatch_one` step by step; the process tests run
 the real `flask --app app workflows run`, kill it, and run two at once.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.dispatcher import DispatchSettings, dispatch_one, purge
-from app.webhooks import iso_timestamp
+from app.workers.dispatcher import DispatchSettings, dispatch_one, purge
+from app.workers.webhooks import iso_timestamp
 from tests.receiver import Answer
 from tests.support import auth_headers, post_bulk, stored_contacts, stored_events
 from tests.test_webhooks import readme_verifier
@@ -120,7 +120,7 @@ def test_a_bug_while_sending_fails_the_attempt_and_the_schedule_goes_on(app, cli
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("app.webhooks.deliver", broken)
+    monkeypatch.setattr("app.workers.webhooks.deliver", broken)
     post_bulk(client, headers, [{"externalId": "a"}], runWorkflow=True)
     assert dispatch_one(app.extensions["contactsync.pool"], FAST)
     [event] = stored_events(db, tenant["id"])

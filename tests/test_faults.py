@@ -23,8 +23,8 @@ import requests
 from psycopg.rows import dict_row
 
 from app.db import apply_schema
+from app.engine.tokens import create_token
 from app.sql import queries
-from app.tokens import create_token
 from tests.server import RestartablePostgres, running_gunicorn
 
 BATCH_ROWS = 20

@@ -1,4 +1,4 @@
-"""Idempotency-Key on the write doors (app/idempotency.py, app/contacts.py):
+"""Idempotency-Key on the write doors (app/engine/idempotency.py, app/web/contacts.py):
 a retry replays the first answer, applies nothing again and fires no event again."""
 
 import threading
@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from app.config import load_config
-from app.idempotency import purge_expired_keys
+from app.engine.idempotency import purge_expired_keys
 from tests.support import auth_headers, stored_contacts, stored_events
 
 DOORS = ["/contacts/bulk-update", "/v1/contacts/bulk-update", "/contacts/bulk"]

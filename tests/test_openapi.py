@@ -1,4 +1,4 @@
-"""/openapi.json and /docs (app/openapi.py): a valid document that names every
+"""/openapi.json and /docs (app/web/openapi.py): a valid document that names every
 route, real answers that conform to it, and a docs page whose assets load."""
 
 import re

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from app.config import load_config
-from app.tokens import hash_token
+from app.engine.tokens import hash_token
 from tests.server import running_gunicorn
 from tests.support import auth_headers, post_bulk, stored_contacts
 

@@ -1,4 +1,4 @@
-"""One JSON line per request (app/request_log.py), and never a token in it."""
+"""One JSON line per request (app/web/request_log.py), and never a token in it."""
 
 import json
 import logging

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError, missing
 
-from app.schemas import (
+from app.schemas.contacts import (
     KNOWN_ADDRESSES,
     ROW_FIELD_BY_WIRE_NAME,
     bulk_request_schema,

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from app.db import run_in_transaction
+from app.engine.upsert import plan_upsert, same_value, upsert_contacts
 from app.errors import DatabaseUnavailable
 from app.sql import queries
-from app.upsert import plan_upsert, same_value, upsert_contacts
 from tests.reference import Reference, rows
 from tests.support import in_app_transaction, post_bulk, stored_contacts
 

@@ -1,4 +1,4 @@
-"""Signing, destinations and one POST (app/webhooks.py), against a real receiver on 127.0.0.1."""
+"""Signing, destinations and one POST (app/workers/webhooks.py), against a real receiver on 127.0.0.1."""
 
 import base64
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app import webhooks
+from app.workers import webhooks
 from tests.receiver import Answer
 
 README = Path(__file__).resolve().parent.parent / "README.md"

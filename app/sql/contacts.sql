@@ -1,4 +1,4 @@
--- Statements of the bulk upsert engine (app/upsert.py). Parallel arrays are
+-- Statements of the bulk upsert engine (app/engine/upsert.py). Parallel arrays are
 -- unnested into rows so a batch of any size costs a fixed number of
 -- statements.
 
@@ -15,7 +15,7 @@ WHERE tenant_id = %(tenant_id)s
 
 -- name: select-known-emails
 -- Which of these lower-cased addresses the tenant's contacts already hold:
--- validation skips email-validator for them (app/schemas.py, KNOWN_ADDRESSES).
+-- validation skips email-validator for them (app/schemas/contacts.py, KNOWN_ADDRESSES).
 SELECT email
 FROM contacts
 WHERE tenant_id = %(tenant_id)s AND email = ANY(%(emails)b::text[]);

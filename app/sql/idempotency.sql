@@ -1,4 +1,4 @@
--- Statements of idempotency keys (app/idempotency.py).
+-- Statements of idempotency keys (app/engine/idempotency.py).
 
 -- name: select-idempotent-answer
 -- The answer a key already has, if it has not expired; an expired one waits

@@ -1,4 +1,4 @@
--- Statements on tenants and their API tokens (app/tenants.py, app/tokens.py).
+-- Statements on tenants and their API tokens (app/engine/tenants.py, app/engine/tokens.py).
 
 -- name: insert-tenant
 -- `tenants create` and the demo tenant; a slug already taken is a unique violation.

@@ -1,5 +1,5 @@
--- Statements of the workflow outbox (app/outbox.py) and of the tenants'
--- webhook settings (app/cli.py).
+-- Statements of the workflow outbox (app/engine/outbox.py) and of the tenants'
+-- webhook settings (app/engine/tenants.py).
 
 -- name: insert-contact-events
 -- One event per contact a runWorkflow batch wrote, in the batch's own

@@ -13,9 +13,9 @@ from marshmallow import ValidationError
 
 from app.auth import require_scope
 from app.db import get_conn
+from app.engine.reads import FeedPosition, MalformedCursor, find_contact, read_changes
 from app.errors import InvalidCursor, InvalidRequest, NotFound, ValidationFailed
-from app.reads import FeedPosition, MalformedCursor, find_contact, read_changes
-from app.schemas import LOOKUP_PARAMETERS, contacts_query_schema
+from app.schemas.contacts import LOOKUP_PARAMETERS, contacts_query_schema
 
 bp = Blueprint("contact_reads", __name__)
 

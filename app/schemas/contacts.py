@@ -97,7 +97,7 @@ def normalise_email(address: str) -> tuple[str | None, str | None]:
 
 
 # The addresses the tenant's contacts already hold, among those of the bulk
-# request being validated (set by app/contacts.py around validation). Each
+# request being validated (set by app/web/contacts.py around validation). Each
 # was judged by email-validator and normalised when it was stored, and for
 # ASCII neither validity nor the lower-cased result depends on case: an ASCII
 # address that lower-cases to one of them is valid and normalises to it, so a

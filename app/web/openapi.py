@@ -1,4 +1,4 @@
-"""GET /openapi.json (OpenAPI 3.1, generated from app/schemas.py) and GET /docs (Swagger UI).
+"""GET /openapi.json (OpenAPI 3.1, generated from app/schemas/contacts.py) and GET /docs (Swagger UI).
 
 The document is built once per process, from the same marshmallow schemas
 that validate requests. Swagger UI's files come from the flask-swagger-ui
@@ -12,8 +12,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from app import schemas
-from app.contacts import autosend_max_rows
+from app.schemas import contacts as schemas
+from app.web.contacts import autosend_max_rows
 
 bp = Blueprint("openapi", __name__)
 

@@ -1,4 +1,4 @@
-"""Contacts blueprint: the write doors, each parse -> engine (app/bulk.py) -> response.
+"""Contacts blueprint: the write doors, each parse -> engine (app/engine/bulk.py) -> response.
 
 | door                          | rows   | invalid rows                   |
 | POST /contacts/bulk-update    | 1-1000 | reported; valid rows written   |
@@ -16,7 +16,8 @@ from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from app.auth import require_scope
-from app.bulk import BatchRejected, BulkOptions, ContactConflict, bulk_upsert, upsert_one
+from app.engine.bulk import BatchRejected, BulkOptions, ContactConflict, bulk_upsert, upsert_one
+from app.engine.upsert import CREATED
 from app.errors import (
     BatchSize,
     IdentityConflict,
@@ -26,10 +27,9 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from app.request_log import note_counts
-from app.schemas import bulk_request_schema, contact_upsert_schema
-from app.upsert import CREATED
-from app.writes import idempotency_of_request, replay_if_answered, run_write
+from app.schemas.contacts import bulk_request_schema, contact_upsert_schema
+from app.web.request_log import note_counts
+from app.web.writes import idempotency_of_request, replay_if_answered, run_write
 
 bp = Blueprint("contacts", __name__)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from app import webhooks
-from app.idempotency import purge_expired_keys
-from app.outbox import ClaimedEvent, claim_due_event, purge_finished_events, settle_event
+from app.engine.idempotency import purge_expired_keys
+from app.engine.outbox import ClaimedEvent, claim_due_event, purge_finished_events, settle_event
+from app.workers import webhooks
 
 log = logging.getLogger(__name__)
 

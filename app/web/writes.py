@@ -3,7 +3,7 @@ Idempotency-Key claimed first and its answer stored before commit.
 
 A door validates its request, then hands `run_write` a `work(conn, attempt)`
 that returns (body, status); the answer is built here, so that with a key
-the exact bytes sent are the bytes stored and replayed (app/idempotency.py).
+the exact bytes sent are the bytes stored and replayed (app/engine/idempotency.py).
 """
 
 from collections.abc import Callable
@@ -13,8 +13,7 @@ import psycopg
 from flask import Response, current_app, g, request
 
 from app.db import get_conn, run_in_transaction
-from app.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidRequest
-from app.idempotency import (
+from app.engine.idempotency import (
     MAX_KEY_LENGTH,
     StoredAnswer,
     find_answer,
@@ -22,6 +21,7 @@ from app.idempotency import (
     store_answer,
     try_claim,
 )
+from app.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidRequest
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from app.auth import bearer_secret
+from app.engine.tokens import hash_token
 from app.errors import Unauthorized
-from app.tokens import hash_token
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ calls `bulk_upsert` with a connection inside its own transaction, a tenant,
 the rows exactly as the client sent them, and the options. In that call:
 
 1. one indexed look-up finds which of the rows' addresses the tenant already
-   holds, so that validation skips email-validator for them (app/schemas.py,
+   holds, so that validation skips email-validator for them (app/schemas/contacts.py,
    KNOWN_ADDRESSES);
-2. every row is validated (app/schemas.py); an invalid row becomes a failure
+2. every row is validated (app/schemas/contacts.py); an invalid row becomes a failure
    with every error named, and the others go on;
-3. the valid rows are planned (app/upsert.py): matched, applied in memory in
+3. the valid rows are planned (app/engine/upsert.py): matched, applied in memory in
    request order, each with its outcome;
 4. in all-or-nothing mode any failure, invalid or conflicting, raises
    `BatchRejected` before anything is written;
@@ -30,11 +30,11 @@ from typing import Any
 import psycopg
 from marshmallow import ValidationError
 
-from app.outbox import enqueue_contact_events
-from app.reads import find_contact
-from app.schemas import KNOWN_ADDRESSES, known_address_candidates, load_row
+from app.engine.outbox import enqueue_contact_events
+from app.engine.reads import find_contact
+from app.engine.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
+from app.schemas.contacts import KNOWN_ADDRESSES, known_address_candidates, load_row
 from app.sql import queries
-from app.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
 
 MAX_ECHOED_CHARS = 320  # a failure echoes the row's identities, not megabytes of them
 
@@ -127,7 +127,7 @@ def validate_rows(conn: psycopg.Connection, tenant_id: int,
 
 def known_addresses(conn: psycopg.Connection, tenant_id: int, rows: list[Any]) -> frozenset[str]:
     """Which of the rows' emails the tenant's contacts already hold: one
-    indexed look-up before validation (app/schemas.py, KNOWN_ADDRESSES)."""
+    indexed look-up before validation (app/schemas/contacts.py, KNOWN_ADDRESSES)."""
     candidates = known_address_candidates(rows)
     if not candidates:
         return frozenset()

@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 
+from app.engine.upsert import Contact
 from app.sql import queries
-from app.upsert import Contact
 
 CONTACT_CREATED, CONTACT_UPDATED = "contact.created", "contact.updated"
 

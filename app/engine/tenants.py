@@ -1,7 +1,7 @@
 """Tenants and their webhook settings: the rows every other row belongs to.
 
 Plain values in and out, inside the caller's transaction; the operator
-commands (app/cli.py) decide what to change and print the outcome.
+commands (app/cli/admin.py) decide what to change and print the outcome.
 """
 
 from typing import Any

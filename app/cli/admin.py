@@ -18,13 +18,13 @@ import psycopg
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app import webhooks
 from app.db import apply_schema, create_pool, get_conn
-from app.dispatcher import run_until_signalled, settings_from_config
+from app.engine.outbox import count_events
+from app.engine.tenants import create_tenant, find_tenant, has_tenants, lock_webhook_settings, update_webhook
+from app.engine.tokens import SCOPES, create_token, list_tokens, revoke_tokens
 from app.errors import ApiError
-from app.outbox import count_events
-from app.tenants import create_tenant, find_tenant, has_tenants, lock_webhook_settings, update_webhook
-from app.tokens import SCOPES, create_token, list_tokens, revoke_tokens
+from app.workers import webhooks
+from app.workers.dispatcher import run_until_signalled, settings_from_config
 
 tenants_cli = AppGroup("tenants", help="Create tenants and set their webhooks.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")

@@ -1,0 +1,1 @@
+"""The command-line front: operator commands on the Flask CLI. No SQL here."""

@@ -1,0 +1,1 @@
+"""marshmallow schemas: the wire contract of every door."""
