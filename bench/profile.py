@@ -10,20 +10,20 @@ them, so a moved line does not break the attribution:
 
 | bucket     | functions (cumulative time)                                             |
 |------------|-------------------------------------------------------------------------|
-| json       | app/web/contacts.py parse_json (json.loads of the body); if                 |
+| json       | app/web/contacts.py parse_json (json.loads of the body); if             |
 |            | it is gone: json loads / orjson.loads not called from psycopg (psycopg  |
 |            | decodes stored jsonb with json.loads, which is SQL time)                |
-| validation | app/web/contacts.py validate_rows (every row, whatever validates it) plus   |
-|            | marshmallow/schema.py load called from bulk_upsert (the envelope); if   |
+| validation | app/engine/bulk.py validate_rows (every row, whatever validates it)     |
+|            | plus marshmallow/schema.py load called from bulk_door (the envelope); if|
 |            | validate_rows is gone: every marshmallow load. Minus email              |
-| email      | app/schemas/contacts.py normalise_email (email-validator, cache misses only: a   |
-|            | cache hit is not a Python call and stays in validation); if renamed,    |
-|            | email_validator's validate_email                                        |
+| email      | app/schemas/contacts.py normalise_email (email-validator, cache         |
+|            | misses only: a cache hit is not a Python call and stays in              |
+|            | validation); if renamed, email_validator's validate_email               |
 | sql        | psycopg/cursor.py execute, executemany, fetchone, fetchmany, fetchall,  |
 |            | copy, stream, and psycopg/transaction.py __enter__/__exit__ (BEGIN,     |
 |            | COMMIT): waiting on the database plus adapting parameters and rows      |
 | response   | flask/app.py finalize_request (make_response: the JSON dump, headers),  |
-|            | app/web/contacts.py summary, jsonify when called outside summary, and the   |
+|            | app/engine/bulk.py summary, jsonify when called outside summary, and the|
 |            | JSON provider's response() (run_write dumps the answer itself)          |
 | rest       | total minus the above: routing, auth, the engine's Python, the pool...  |
 
@@ -65,12 +65,12 @@ SQL_FUNCTIONS: list[Key] = [
 PARSE_JSON: Key = ("app/web/contacts.py", "parse_json")
 JSON_LOADS: list[Key] = [("json/__init__.py", "loads"), ("~", "<built-in method orjson.loads>")]
 SCHEMA_LOAD: Key = ("marshmallow/schema.py", "load")
-VALIDATE_ROWS: Key = ("app/web/contacts.py", "validate_rows")
-BULK_UPSERT: Key = ("app/web/contacts.py", "bulk_upsert")
+VALIDATE_ROWS: Key = ("app/engine/bulk.py", "validate_rows")
+BULK_DOOR: Key = ("app/web/contacts.py", "bulk_door")
 EMAIL_CHECKS: list[Key] = [("app/schemas/contacts.py", "normalise_email"),
                            ("email_validator/validate_email.py", "validate_email")]
 FINALIZE_REQUEST: Key = ("flask/app.py", "finalize_request")
-SUMMARY: Key = ("app/web/contacts.py", "summary")
+SUMMARY: Key = ("app/engine/bulk.py", "summary")
 JSONIFY: Key = ("flask/json/__init__.py", "jsonify")
 JSON_RESPONSE: Key = ("flask/json/provider.py", "response")
 BUCKETS = ("json", "validation", "email", "sql", "response", "rest")
@@ -126,7 +126,7 @@ def attribute(stats: pstats.Stats) -> dict[str, float]:
     email_s = first_present(raw, EMAIL_CHECKS)
     # Every row's validation, however validate_rows does it, plus the envelope's load.
     rows_s = cumulative(raw, [VALIDATE_ROWS])
-    loads_s = rows_s + edge(raw, SCHEMA_LOAD, BULK_UPSERT) if rows_s else cumulative(raw, [SCHEMA_LOAD])
+    loads_s = rows_s + edge(raw, SCHEMA_LOAD, BULK_DOOR) if rows_s else cumulative(raw, [SCHEMA_LOAD])
     validation_s = loads_s - email_s
     sql_s = cumulative(raw, SQL_FUNCTIONS)
     response_s = (cumulative(raw, [FINALIZE_REQUEST]) + cumulative(raw, [SUMMARY])

@@ -79,7 +79,7 @@ def bulk_upsert(conn: psycopg.Connection, tenant_id: int, rows: list[Any], optio
     `exclusive` (for a retry, which means contention) first takes the
     tenant's write lock exclusively, so that the retry cannot fail again.
     """
-    valid, invalid = validate_rows(conn, tenant_id, rows)
+    valid, invalid = validate_rows(rows, known_addresses(conn, tenant_id, rows))
     batch = plan_upsert(conn, tenant_id, valid, exclusive=exclusive)
     # All-or-nothing: planned first, so that the failures name conflicts as
     # well as invalid rows; the caller's transaction then rolls back.
@@ -108,10 +108,10 @@ def upsert_one(conn: psycopg.Connection, tenant_id: int, row: dict[str, Any], *,
     return outcome.status, contact
 
 
-def validate_rows(conn: psycopg.Connection, tenant_id: int,
-                  rows: list[Any]) -> tuple[list[tuple[int, dict]], list[dict]]:
-    """Load every row; return (index, row) pairs that are valid and failures for the rest."""
-    known = KNOWN_ADDRESSES.set(known_addresses(conn, tenant_id, rows))
+def validate_rows(rows: list[Any], known: frozenset[str]) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """Load every row; return (index, row) pairs that are valid and failures for the rest.
+    `known` are addresses the tenant holds, which need no email-validator."""
+    token = KNOWN_ADDRESSES.set(known)
     try:
         valid, invalid = [], []
         for index, raw in enumerate(rows):
@@ -122,7 +122,7 @@ def validate_rows(conn: psycopg.Connection, tenant_id: int,
                                 "message": "The contact is invalid.", "errors": exc.messages})
         return valid, invalid
     finally:
-        KNOWN_ADDRESSES.reset(known)
+        KNOWN_ADDRESSES.reset(token)
 
 
 def known_addresses(conn: psycopg.Connection, tenant_id: int, rows: list[Any]) -> frozenset[str]:
