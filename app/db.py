@@ -43,6 +43,7 @@ RECONNECT_GIVE_UP_S = 1.0
 # finds the pool empty asks it for a new connection: during an outage one is
 # tried about every half second, so one is made soon after the database is back.
 POOL_WAIT_SLICE_S = 0.5
+POOL_EXTENSION = "contactsync.pool"
 
 
 def start_embedded_server(data_dir: str | Path) -> str:
@@ -124,13 +125,18 @@ def init_app(app: Flask) -> None:
     """Give the app its pool; gunicorn imports the app after fork, so one per worker."""
     url = resolve_database_url(app.config)
     app.config["RESOLVED_DATABASE_URL"] = url
-    app.extensions["contactsync.pool"] = create_pool(url, app.config)
+    app.extensions[POOL_EXTENSION] = create_pool(url, app.config)
+
+
+def pool_of(app: Flask) -> Pool:
+    """The app's connection pool (one per process)."""
+    return app.extensions[POOL_EXTENSION]
 
 
 @contextmanager
 def get_conn() -> Iterator[psycopg.Connection]:
     """Borrow a connection of the app's pool; database trouble becomes a 503."""
-    pool: Pool = current_app.extensions["contactsync.pool"]
+    pool = pool_of(current_app)
     conn = borrow(pool)
     try:
         with conn:  # as pool.connection(): end a transaction left open, keep the connection

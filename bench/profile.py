@@ -206,6 +206,7 @@ def profile_service(database: Database, tenants: list[Tenant], scenario: str = D
                     batches: int = DEFAULT_BATCHES) -> dict[str, Any]:
     """Profile batches of a scenario through the in-process app; buckets in ms per 1000."""
     from app import create_app  # late: the bench may run against a database set up just now
+    from app.db import pool_of
 
     os.environ["CONTACTSYNC_RATE_LIMIT"] = "off"  # as for gunicorn: never rate-limit the bench
     flask_app = create_app({"DATABASE_URL": database.url})
@@ -218,7 +219,7 @@ def profile_service(database: Database, tenants: list[Tenant], scenario: str = D
         profiler = cProfile.Profile()
         contacts, _ = run_pass(app, build(batches), profiler)
     finally:
-        flask_app.extensions["contactsync.pool"].close()
+        pool_of(flask_app).close()
     stats = pstats.Stats(profiler)
     per_1000 = contacts / 1000
     buckets = {name: round(s * 1000 / per_1000, 2) for name, s in attribute(stats).items()}

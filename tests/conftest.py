@@ -15,7 +15,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from app import create_app
-from app.db import apply_schema
+from app.db import apply_schema, pool_of
 from app.engine.tokens import create_token
 from app.sql import queries
 from tests.receiver import Receiver
@@ -74,7 +74,7 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
 
     yield build
     for app in apps:
-        app.extensions["contactsync.pool"].close()
+        pool_of(app).close()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.db import pool_of
 from app.engine.reads import FeedPosition
 from tests.reference import Reference, rows
 from tests.support import auth_headers, post_bulk, stored_contacts
@@ -142,7 +143,7 @@ def test_a_cursor_survives_a_restart_of_the_service(make_app, headers, tenant):
     first_app = make_app()
     post_bulk(first_app.test_client(), headers, [{"externalId": f"c{i}"} for i in range(5)])
     page = get(first_app.test_client(), headers, "/contacts", limit=3).get_json()
-    first_app.extensions["contactsync.pool"].close()
+    pool_of(first_app).close()
     rest, _ = follow_feed(make_app().test_client(), headers, cursor=page["nextCursor"])
     assert [c["externalId"] for c in page["data"] + rest] == [f"c{i}" for i in range(5)]
 

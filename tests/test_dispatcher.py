@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from app.db import pool_of
 from app.workers.dispatcher import DispatchSettings, dispatch_one, purge
 from app.workers.webhooks import iso_timestamp
 from tests.receiver import Answer
@@ -28,7 +29,7 @@ FAST = DispatchSettings(backoff=(0, 0), timeout=1, allow_private=True, poll_seco
 
 def drain(app, settings: DispatchSettings = FAST) -> int:
     """Run dispatch steps until no event is due; return how many attempts were made."""
-    pool = app.extensions["contactsync.pool"]
+    pool = pool_of(app)
     attempts = 0
     while dispatch_one(pool, settings):
         attempts += 1
@@ -122,7 +123,7 @@ def test_a_bug_while_sending_fails_the_attempt_and_the_schedule_goes_on(app, cli
 
     monkeypatch.setattr("app.workers.webhooks.deliver", broken)
     post_bulk(client, headers, [{"externalId": "a"}], runWorkflow=True)
-    assert dispatch_one(app.extensions["contactsync.pool"], FAST)
+    assert dispatch_one(pool_of(app), FAST)
     [event] = stored_events(db, tenant["id"])
     assert (event["status"], event["attempts"]) == ("pending", 1)
     assert event["last_error"] == "internal error: RuntimeError"
@@ -240,6 +241,6 @@ def test_finished_events_are_purged_after_the_retention(app, client, headers, db
                " WHERE event_id = ANY(%s)", ([old_delivered, old_dead],))
     db.execute("UPDATE webhook_events SET status = 'pending', finished_at = NULL,"
                " created_at = now() - interval '30 days' WHERE event_id = %s", (pending,))
-    purge(app.extensions["contactsync.pool"], DispatchSettings(backoff=(), timeout=1,
+    purge(pool_of(app), DispatchSettings(backoff=(), timeout=1,
                                                                allow_private=True, retention_days=7))
     assert sorted(e["event_id"] for e in stored_events(db, tenant["id"])) == sorted([recent, pending])

@@ -5,7 +5,7 @@ import time
 import pytest
 from werkzeug.exceptions import HTTPException
 
-from app.db import get_conn
+from app.db import get_conn, pool_of
 from app.errors import HTTP_ERRORS, ApiError
 from tests.support import post_bulk
 
@@ -52,7 +52,7 @@ def test_database_down_is_503_with_retry_after(make_app, headers):
 def test_an_exhausted_pool_is_503_after_the_pool_timeout_not_a_queue(make_app, headers):
     """Every connection is busy: the request waits DB_POOL_TIMEOUT, then is told to retry."""
     app = make_app(DB_POOL_MIN=1, DB_POOL_MAX=1, DB_POOL_TIMEOUT=1)
-    pool = app.extensions["contactsync.pool"]
+    pool = pool_of(app)
     client = app.test_client()
     with pool.connection():  # the only connection, held
         started = time.monotonic()

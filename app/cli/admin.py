@@ -18,7 +18,7 @@ import psycopg
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app.db import apply_schema, create_pool, get_conn
+from app.db import apply_schema, create_pool, get_conn, pool_of
 from app.engine.outbox import count_events
 from app.engine.tenants import create_tenant, find_tenant, has_tenants, lock_webhook_settings, update_webhook
 from app.engine.tokens import SCOPES, create_token, list_tokens, revoke_tokens
@@ -138,7 +138,7 @@ def run_workflows_command(threads: int | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = current_app.config
     threads = threads or config["WEBHOOK_CONCURRENCY"]
-    current_app.extensions["contactsync.pool"].close()  # sized for requests; the threads get theirs
+    pool_of(current_app).close()  # sized for requests; the threads get theirs
     pool = create_pool(config["RESOLVED_DATABASE_URL"],
                        {**config, "DB_POOL_MIN": 1, "DB_POOL_MAX": threads})
     click.echo(f"Dispatcher delivering workflow events with {threads} threads.")
@@ -236,7 +236,7 @@ def serve_command(host: str, port: int, workers: int) -> None:
         apply_schema(conn)
         with conn.transaction():
             token = bootstrap_demo_tenant(conn)
-    current_app.extensions["contactsync.pool"].close()  # the workers open their own
+    pool_of(current_app).close()  # the workers open their own
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print_welcome(f"http://{shown_host}:{port}", token)
