@@ -5,7 +5,6 @@ Every command prints its errors to stderr and exits non-zero on failure.
 
 import logging
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -20,7 +19,15 @@ from flask.cli import AppGroup, with_appcontext
 
 from app.db import apply_schema, create_pool, get_conn, pool_of
 from app.engine.outbox import count_events
-from app.engine.tenants import create_tenant, find_tenant, has_tenants, lock_webhook_settings, update_webhook
+from app.engine.tenants import (
+    SLUG_RULE,
+    create_tenant,
+    find_tenant,
+    has_tenants,
+    is_valid_slug,
+    lock_webhook_settings,
+    update_webhook,
+)
 from app.engine.tokens import SCOPES, create_token, list_tokens, revoke_tokens
 from app.errors import ApiError
 from app.workers import webhooks
@@ -31,7 +38,6 @@ tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
 workflows_cli = AppGroup("workflows", help="Deliver workflow events and report on them.")
 
 DEMO_SLUG = "demo"
-TENANT_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the same rule as schema.sql's CHECK
 DEMO_SCOPES = ["contacts:read", "contacts:write"]
 
 
@@ -82,8 +88,8 @@ def init_db_command() -> None:
 @click.option("--name", help="Display name (default: the slug).")
 def create_tenant_command(slug: str, name: str | None) -> None:
     """Create tenant SLUG (lower-case letters, digits and dashes)."""
-    if not TENANT_SLUG.fullmatch(slug):
-        fail("A slug is 1-63 lower-case letters, digits and dashes, starting with a letter or digit.")
+    if not is_valid_slug(slug):
+        fail(f"A slug is {SLUG_RULE}.")
     tenant = run_sql(lambda conn: create_tenant(conn, slug, name or slug))
     click.echo(f"Tenant {tenant['slug']} created (id {tenant['id']}).")
 

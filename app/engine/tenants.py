@@ -4,11 +4,22 @@ Plain values in and out, inside the caller's transaction; the operator
 commands (app/cli/admin.py) decide what to change and print the outcome.
 """
 
+import re
 from typing import Any
 
 import psycopg
 
 from app.sql import queries
+
+# A slug is what people type (the CLI, X-Tenant-Id): the one rule, which
+# schema.sql's CHECK on tenants.slug also holds (tests/test_tenants.py).
+SLUG_PATTERN = "^[a-z0-9][a-z0-9-]{0,62}$"
+SLUG_RULE = "1-63 lower-case letters, digits and dashes, starting with a letter or digit"
+
+
+def is_valid_slug(slug: str) -> bool:
+    """Whether `slug` may name a tenant."""
+    return re.fullmatch(SLUG_PATTERN, slug) is not None
 
 
 def create_tenant(conn: psycopg.Connection, slug: str, name: str) -> dict[str, Any]:

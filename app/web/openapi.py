@@ -12,6 +12,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app
 from flask_swagger_ui import get_swaggerui_blueprint
 
+from app.engine.tenants import SLUG_PATTERN
 from app.schemas import contacts as schemas
 from app.web.contacts import autosend_max_rows
 
@@ -43,7 +44,7 @@ IDEMPOTENCY_HEADER = {
     "description": "Retry-safe writes: the same key with the same request replays the first "
                    "2xx answer (header Idempotent-Replayed: true) without applying it again."}
 TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False,
-                 "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
+                 "schema": {"type": "string", "pattern": SLUG_PATTERN},
                  "description": "Optional; when sent it must name the token's tenant."}
 
 
