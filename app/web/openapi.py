@@ -48,6 +48,15 @@ TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False,
                  "description": "Optional; when sent it must name the token's tenant."}
 
 
+# The schemas the document names as components (#/components/schemas/ContactRow ...).
+COMPONENT_SCHEMAS = (
+    schemas.ContactRowSchema, schemas.ContactUpsertSchema, schemas.BulkRequestSchema,
+    schemas.ContactSchema, schemas.BulkResponseSchema, schemas.UpsertResponseSchema,
+    schemas.ContactResponseSchema, schemas.ContactListResponseSchema, schemas.FeedPageResponseSchema,
+    schemas.ErrorResponseSchema, schemas.StatusSchema,
+)
+
+
 def json_body(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -83,10 +92,8 @@ def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
     marshmallow.map_to_openapi_type(schemas.Attributes, "object", None)
     spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer",
                                                    "description": "cs_... token of one tenant."})
-    for name in ("ContactRow", "ContactUpsert", "BulkRequest", "Contact", "BulkResponse",
-                 "UpsertResponse", "ContactResponse", "ContactListResponse", "FeedPageResponse",
-                 "ErrorResponse", "Status"):
-        spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
+    for schema in COMPONENT_SCHEMAS:
+        spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
 
     spec.path("/contacts/bulk-update", operations=bulk_operation(
         f"Upsert 1-{bulk_max} contacts", "Invalid rows are reported and the valid ones written; "
