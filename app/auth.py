@@ -25,7 +25,6 @@ MAX_TOKEN_LENGTH = 200
 class Principal:
     """Who is calling: the token's tenant and scopes."""
 
-    token_id: int
     tenant_id: int
     tenant_slug: str
     scopes: frozenset[str]
@@ -54,7 +53,7 @@ def authenticate(conn: psycopg.Connection, secret: str) -> Principal:
     if row["revoked_at"] is not None:
         raise Unauthorized("The bearer token was revoked.")
     record_token_use(conn, row)
-    return Principal(row["id"], row["tenant_id"], row["tenant_slug"], frozenset(row["scopes"]))
+    return Principal(row["tenant_id"], row["tenant_slug"], frozenset(row["scopes"]))
 
 
 def require_scope(scope: str) -> Callable:
