@@ -5,8 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import db
-from app.cli import admin as cli
+from app import cli, db
 from app.config import load_config
 from app.errors import register_error_handlers
 from app.web import contact_reads, contacts, health, openapi, rate_limits, request_log

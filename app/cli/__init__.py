@@ -1,1 +1,14 @@
 """The command-line front: operator commands on the Flask CLI. No SQL here."""
+
+from flask import Flask
+
+from app.cli import admin, serve
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands on the app."""
+    app.cli.add_command(admin.init_db_command)
+    app.cli.add_command(serve.serve_command)
+    app.cli.add_command(admin.tenants_cli)
+    app.cli.add_command(admin.tokens_cli)
+    app.cli.add_command(admin.workflows_cli)

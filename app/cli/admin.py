@@ -1,20 +1,14 @@
-"""Operator commands: `flask --app app init-db | tenants | tokens | workflows | serve`.
+"""Operator commands: `flask --app app init-db | tenants | tokens | workflows`.
 
 Every command prints its errors to stderr and exits non-zero on failure.
 """
 
 import logging
-import os
-import shlex
-import signal
-import subprocess
-import sys
-import time
 from typing import Any
 
 import click
 import psycopg
-from flask import Flask, current_app
+from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from app.db import apply_schema, create_pool, get_conn, pool_of
@@ -23,7 +17,6 @@ from app.engine.tenants import (
     SLUG_RULE,
     create_tenant,
     find_tenant,
-    has_tenants,
     is_valid_slug,
     lock_webhook_settings,
     update_webhook,
@@ -37,25 +30,13 @@ tenants_cli = AppGroup("tenants", help="Create tenants and set their webhooks.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
 workflows_cli = AppGroup("workflows", help="Deliver workflow events and report on them.")
 
-DEMO_SLUG = "demo"
-DEMO_SCOPES = ["contacts:read", "contacts:write"]
-
-
-def init_app(app: Flask) -> None:
-    """Register the commands on the app."""
-    app.cli.add_command(init_db_command)
-    app.cli.add_command(serve_command)
-    app.cli.add_command(tenants_cli)
-    app.cli.add_command(tokens_cli)
-    app.cli.add_command(workflows_cli)
-
 
 def fail(message: str) -> None:
     """Stop the command with a message on stderr and exit status 1."""
     raise click.ClickException(message)
 
 
-def run_sql(work: Any) -> Any:
+def in_transaction(work: Any) -> Any:
     """Run `work(conn)` in one transaction; database trouble becomes a clean failure."""
     try:
         with get_conn() as conn, conn.transaction():
@@ -90,7 +71,7 @@ def create_tenant_command(slug: str, name: str | None) -> None:
     """Create tenant SLUG (lower-case letters, digits and dashes)."""
     if not is_valid_slug(slug):
         fail(f"A slug is {SLUG_RULE}.")
-    tenant = run_sql(lambda conn: create_tenant(conn, slug, name or slug))
+    tenant = in_transaction(lambda conn: create_tenant(conn, slug, name or slug))
     click.echo(f"Tenant {tenant['slug']} created (id {tenant['id']}).")
 
 
@@ -124,7 +105,7 @@ def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable
         update_webhook(conn, tenant["id"], target, secret, enabled=not disable)
         return target, secret
 
-    target, secret = run_sql(update)
+    target, secret = in_transaction(update)
     if disable:
         click.echo(f"Webhook of {slug} disabled; its pending events wait until it is set again.")
         return
@@ -159,7 +140,7 @@ def run_workflows_command(threads: int | None) -> None:
 @click.argument("slug", required=False)
 def workflows_status_command(slug: str | None) -> None:
     """Print pending, delivered and dead event counts per tenant (or for SLUG)."""
-    rows = run_sql(lambda conn: count_events(conn, slug))
+    rows = in_transaction(lambda conn: count_events(conn, slug))
     if slug is not None and not rows:
         fail(f"No tenant {slug!r}.")
     click.echo(f"{'tenant':<20} {'pending':>8} {'delivered':>10} {'dead':>6}  webhook")
@@ -177,7 +158,7 @@ def workflows_status_command(slug: str | None) -> None:
               type=click.Choice(sorted(SCOPES)), help="Repeat for several scopes.")
 def create_token_command(slug: str, scopes: tuple[str, ...]) -> None:
     """Create a token for tenant SLUG; the token is printed once, on the last line."""
-    token, row = run_sql(lambda conn: create_token(conn, existing_tenant(conn, slug)["id"],
+    token, row = in_transaction(lambda conn: create_token(conn, existing_tenant(conn, slug)["id"],
                                                   list(scopes)))
     click.echo(f"Token {row['prefix']}... for {slug} with {' '.join(row['scopes'])}."
                " It is shown once; store it now:")
@@ -188,7 +169,7 @@ def create_token_command(slug: str, scopes: tuple[str, ...]) -> None:
 @click.argument("slug")
 def list_tokens_command(slug: str) -> None:
     """List tenant SLUG's tokens (prefixes only, never secrets)."""
-    rows = run_sql(lambda conn: list_tokens(conn, existing_tenant(conn, slug)["id"]))
+    rows = in_transaction(lambda conn: list_tokens(conn, existing_tenant(conn, slug)["id"]))
     for row in rows:
         state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
         used = f"{row['last_used_at']:%Y-%m-%d %H:%M}" if row["last_used_at"] else "never"
@@ -201,95 +182,7 @@ def list_tokens_command(slug: str) -> None:
 def revoke_token_command(prefix: str) -> None:
     """Revoke the token whose prefix (as `tokens list` shows it) is PREFIX."""
     prefix = prefix.removesuffix("...")
-    revoked = run_sql(lambda conn: revoke_tokens(conn, prefix))
+    revoked = in_transaction(lambda conn: revoke_tokens(conn, prefix))
     if not revoked:
         fail(f"No active token with prefix {prefix!r}.")
     click.echo(f"Revoked {prefix}...")
-
-
-def bootstrap_demo_tenant(conn: psycopg.Connection) -> str | None:
-    """On a database without tenants, create `demo` and return a new token for it."""
-    if has_tenants(conn):
-        return None
-    tenant = create_tenant(conn, DEMO_SLUG, "Demo")
-    token, _ = create_token(conn, tenant["id"], DEMO_SCOPES)
-    return token.secret
-
-
-def print_welcome(base_url: str, token: str | None) -> None:
-    """Tell the person at the terminal how to reach the service."""
-    click.echo(f"\ncontactsync serves on {base_url}")
-    if token is None:
-        click.echo("Create a token with: .venv/bin/flask --app app tokens create demo "
-                   "--scope contacts:write --scope contacts:read\n")
-        return
-    body = '{"contacts": [{"externalId": "crm-1", "email": "Alice@Example.com", "firstName": "Alice"}]}'
-    click.echo(f"Tenant '{DEMO_SLUG}' created. Its token (shown once): {token}\nTry:\n")
-    click.echo(f"  curl -sS -X POST {base_url}/contacts/bulk-update \\\n"
-               f"    -H 'Authorization: Bearer {token}' \\\n"
-               f"    -H 'Content-Type: application/json' \\\n"
-               f"    -d {shlex.quote(body)}\n")
-
-
-@click.command("serve")
-@with_appcontext
-@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="PORT", default=8000, type=int, show_default=True)
-@click.option("--workers", envvar="WEB_CONCURRENCY", default=2, type=int, show_default=True)
-def serve_command(host: str, port: int, workers: int) -> None:
-    """Apply the schema, make sure a tenant exists, run gunicorn and the dispatcher until stopped."""
-    with get_conn() as conn:
-        apply_schema(conn)
-        with conn.transaction():
-            token = bootstrap_demo_tenant(conn)
-    pool_of(current_app).close()  # the workers open their own
-
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print_welcome(f"http://{shown_host}:{port}", token)
-    # The workers and the dispatcher reach the same database, embedded or not,
-    # through DATABASE_URL.
-    env = {**os.environ, "DATABASE_URL": current_app.config["RESOLVED_DATABASE_URL"]}
-    gunicorn = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
-         "--workers", str(workers), "--access-logfile", "-", "wsgi:app"],
-        env=env)
-    dispatcher = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "app", "workflows", "run"], env=env)
-    children = (gunicorn, dispatcher)
-    # A list, not an Event: a handler that takes a lock deadlocks when a second
-    # signal lands while the first one holds it.
-    stop_requested: list[int] = []
-
-    def stop(signum: int, _frame: Any) -> None:
-        # Ctrl-C reaches the whole process group, children included; passing it
-        # on as SIGTERM also covers a signal sent to this process alone.
-        stop_requested.append(signum)
-        terminate(children)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    code = wait_for_first_exit(children)
-    terminate(children)  # one stopped, so stop the other
-    for child in children:
-        child.wait()
-    # Leaving now stops the embedded PostgreSQL (if this process started it).
-    # Asked to stop, a child that was still starting may not exit 0: that is no failure.
-    if stop_requested:
-        sys.exit(0)
-    sys.exit(1 if code < 0 else code)  # a child killed by a signal failed too
-
-
-def wait_for_first_exit(children: tuple[subprocess.Popen, ...]) -> int:
-    """Wait until any child exits; return its exit status."""
-    while True:
-        for child in children:
-            if child.poll() is not None:
-                return child.returncode
-        time.sleep(0.2)
-
-
-def terminate(children: tuple[subprocess.Popen, ...]) -> None:
-    """Ask every child that still runs to stop."""
-    for child in children:
-        if child.poll() is None:
-            child.terminate()

@@ -1,0 +1,114 @@
+"""`flask --app app serve`: everything a user needs, started and stopped as one.
+
+Applies the schema, creates the demo tenant on a new database, then runs
+gunicorn and the webhook dispatcher as child processes until it is asked
+to stop, or until one of them exits.
+"""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+import psycopg
+from flask import current_app
+from flask.cli import with_appcontext
+
+from app.db import apply_schema, get_conn, pool_of
+from app.engine.tenants import create_tenant, has_tenants
+from app.engine.tokens import create_token
+
+DEMO_SLUG = "demo"
+DEMO_SCOPES = ["contacts:read", "contacts:write"]
+
+
+def bootstrap_demo_tenant(conn: psycopg.Connection) -> str | None:
+    """On a database without tenants, create `demo` and return a new token for it."""
+    if has_tenants(conn):
+        return None
+    tenant = create_tenant(conn, DEMO_SLUG, "Demo")
+    token, _ = create_token(conn, tenant["id"], DEMO_SCOPES)
+    return token.secret
+
+
+def print_welcome(base_url: str, token: str | None) -> None:
+    """Tell the person at the terminal how to reach the service."""
+    click.echo(f"\ncontactsync serves on {base_url}")
+    if token is None:
+        click.echo("Create a token with: .venv/bin/flask --app app tokens create demo "
+                   "--scope contacts:write --scope contacts:read\n")
+        return
+    body = '{"contacts": [{"externalId": "crm-1", "email": "Alice@Example.com", "firstName": "Alice"}]}'
+    click.echo(f"Tenant '{DEMO_SLUG}' created. Its token (shown once): {token}\nTry:\n")
+    click.echo(f"  curl -sS -X POST {base_url}/contacts/bulk-update \\\n"
+               f"    -H 'Authorization: Bearer {token}' \\\n"
+               f"    -H 'Content-Type: application/json' \\\n"
+               f"    -d {shlex.quote(body)}\n")
+
+
+@click.command("serve")
+@with_appcontext
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="PORT", default=8000, type=int, show_default=True)
+@click.option("--workers", envvar="WEB_CONCURRENCY", default=2, type=int, show_default=True)
+def serve_command(host: str, port: int, workers: int) -> None:
+    """Apply the schema, make sure a tenant exists, run gunicorn and the dispatcher until stopped."""
+    with get_conn() as conn:
+        apply_schema(conn)
+        with conn.transaction():
+            token = bootstrap_demo_tenant(conn)
+    pool_of(current_app).close()  # the workers open their own
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print_welcome(f"http://{shown_host}:{port}", token)
+    # The workers and the dispatcher reach the same database, embedded or not,
+    # through DATABASE_URL.
+    env = {**os.environ, "DATABASE_URL": current_app.config["RESOLVED_DATABASE_URL"]}
+    gunicorn = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
+         "--workers", str(workers), "--access-logfile", "-", "wsgi:app"],
+        env=env)
+    dispatcher = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "workflows", "run"], env=env)
+    children = (gunicorn, dispatcher)
+    # A list, not an Event: a handler that takes a lock deadlocks when a second
+    # signal lands while the first one holds it.
+    stop_requested: list[int] = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        # Ctrl-C reaches the whole process group, children included; passing it
+        # on as SIGTERM also covers a signal sent to this process alone.
+        stop_requested.append(signum)
+        terminate(children)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = wait_for_first_exit(children)
+    terminate(children)  # one stopped, so stop the other
+    for child in children:
+        child.wait()
+    # Leaving now stops the embedded PostgreSQL (if this process started it).
+    # Asked to stop, a child that was still starting may not exit 0: that is no failure.
+    if stop_requested:
+        sys.exit(0)
+    sys.exit(1 if code < 0 else code)  # a child killed by a signal failed too
+
+
+def wait_for_first_exit(children: tuple[subprocess.Popen, ...]) -> int:
+    """Wait until any child exits; return its exit status."""
+    while True:
+        for child in children:
+            if child.poll() is not None:
+                return child.returncode
+        time.sleep(0.2)
+
+
+def terminate(children: tuple[subprocess.Popen, ...]) -> None:
+    """Ask every child that still runs to stop."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
