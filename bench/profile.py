@@ -10,7 +10,7 @@ them, so a moved line does not break the attribution:
 
 | bucket     | functions (cumulative time)                                             |
 |------------|-------------------------------------------------------------------------|
-| json       | app/web/contacts.py parse_json (json.loads of the body); if             |
+| json       | app/web/body.py parse_json (json.loads of the body); if                 |
 |            | it is gone: json loads / orjson.loads not called from psycopg (psycopg  |
 |            | decodes stored jsonb with json.loads, which is SQL time)                |
 | validation | app/engine/bulk.py validate_rows (every row, whatever validates it)     |
@@ -62,7 +62,7 @@ SQL_FUNCTIONS: list[Key] = [
     ("psycopg/transaction.py", "__enter__"),
     ("psycopg/transaction.py", "__exit__"),
 ]
-PARSE_JSON: Key = ("app/web/contacts.py", "parse_json")
+PARSE_JSON: Key = ("app/web/body.py", "parse_json")
 JSON_LOADS: list[Key] = [("json/__init__.py", "loads"), ("~", "<built-in method orjson.loads>")]
 SCHEMA_LOAD: Key = ("marshmallow/schema.py", "load")
 VALIDATE_ROWS: Key = ("app/engine/bulk.py", "validate_rows")

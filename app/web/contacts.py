@@ -7,27 +7,19 @@
 | POST /contacts                | 1      | 400 validation_failed, 409 identity_conflict |
 """
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, g
 from marshmallow import ValidationError
 
 from app.auth import require_scope
 from app.engine.bulk import BatchRejected, BulkOptions, ContactConflict, bulk_upsert, upsert_one
 from app.engine.upsert import CREATED
-from app.errors import (
-    BatchSize,
-    IdentityConflict,
-    InvalidJson,
-    InvalidRequest,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    ValidationFailed,
-)
+from app.errors import BatchSize, IdentityConflict, InvalidRequest, ValidationFailed
 from app.schemas.contacts import bulk_request_schema, contact_upsert_schema
+from app.web.body import parse_json, read_body
 from app.web.request_log import note_counts
 from app.web.writes import idempotency_of_request, replay_if_answered, run_write
 
@@ -92,47 +84,6 @@ def upsert_contact():
             201 if status == CREATED else 200
 
     return run_write(work, idempotency)
-
-
-def read_body() -> bytes:
-    """The request body's bytes: 415 unless JSON, then 413 when too large."""
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType()
-    limit = current_app.config["MAX_BODY_BYTES"]
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(details={"maxBytes": limit})
-    return request.get_data(cache=False)  # Werkzeug stops a chunked body at the limit (413)
-
-
-def parse_json(raw: bytes) -> Any:
-    """The body as JSON, or 400 `invalid_json`."""
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        # ValueError: bad JSON and over-long integers; RecursionError: absurd nesting.
-        raise InvalidJson(details={"reason": json_error_reason(exc)}) from None
-
-
-class NonStandardConstant(ValueError):
-    """NaN, Infinity or -Infinity in a body."""
-
-
-def reject_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON, whatever Python's parser allows."""
-    raise NonStandardConstant(f"{name} is not a JSON value.")
-
-
-def json_error_reason(exc: Exception) -> str:
-    """A short description of why the body is not JSON, in our words."""
-    if isinstance(exc, UnicodeDecodeError):
-        return "The body is not valid UTF-8."
-    if isinstance(exc, RecursionError):
-        return "The JSON is nested too deeply."
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno}."
-    if isinstance(exc, NonStandardConstant):
-        return str(exc)
-    return "A number in the JSON has too many digits."  # Python's 4300-digit limit
 
 
 def bulk_door(max_rows: int, always_atomic: bool):
