@@ -82,7 +82,7 @@ class MethodNotAllowed(ApiError):
 
 class IdentityConflict(ApiError):
     status, code = 409, "identity_conflict"
-    message = "The externalId and the email of this contact belong to different contacts."
+    message = "The identities of this contact (externalId, email, username) belong to different contacts."
 
 
 class IdempotencyKeyInProgress(ApiError):

@@ -1,5 +1,5 @@
-"""A deliberately naive model of DESIGN 4.3 and a hypothesis strategy for rows,
-shared by the bulk property test and the single-upsert one."""
+"""A deliberately naive model of DESIGN 4.3 and 8 and a hypothesis strategy for
+rows, shared by the bulk property test and the single-upsert one."""
 
 import json
 from dataclasses import dataclass, field
@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 # case and white space, invalid emails, and every field absent/null/set.
 EXTERNAL_IDS = ["a", "b", "c", " a "]
 EMAILS = ["x@ex.com", "X@Ex.com", " y@ex.com", "y@EX.COM\u00a0", "z@ex.com", "w@ex.com", "bad@"]
+USERNAMES = ["jane", " Jane ", "joe", "ann"]
 INVALID_EMAILS = {"bad@"}
+TAG_NAMES = ["vip", "VIP", "trial", "hot"]
+FOLDER_NAMES = ["Leads", "leads", "March"]
+COMPANY_IDS = ["1", "2", "3"]
+COMPANY_NAMES = ["Blue Sun", "Red Moon"]
 ABSENT = object()
 
 
@@ -20,22 +25,32 @@ class RefContact:
     id: int
     external_id: str | None = None
     email: str | None = None
+    username: str | None = None
     first_name: str | None = None
     opt_in: bool | None = None
+    status: str = "auto"
     attributes: dict[str, Any] = field(default_factory=dict)
+    tags: set[str] = field(default_factory=set)  # lower-cased names
+    folders: set[str] = field(default_factory=set)
+    companies: set[str] = field(default_factory=set)  # companyIds
     created_by: tuple[int, int] | None = None  # (batch number, row index)
 
     def state(self) -> tuple:
-        return (self.external_id, self.email, self.first_name, self.opt_in,
-                json.dumps(self.attributes, sort_keys=True))
+        return (self.external_id, self.email, self.username, self.first_name, self.opt_in, self.status,
+                json.dumps(self.attributes, sort_keys=True),
+                tuple(sorted(self.tags)), tuple(sorted(self.folders)), tuple(sorted(self.companies)))
 
 
 class Reference:
-    """DESIGN 4.3 read literally: one row at a time, linear searches, no cleverness."""
+    """DESIGN 4.3 and 8 read literally: one row at a time, linear searches, no cleverness."""
 
     def __init__(self) -> None:
         self.contacts: list[RefContact] = []
         self.batch = 0
+        # The tenant's catalogues: lower-cased name -> first spelling; companyId -> name.
+        self.tag_catalogue: dict[str, str] = {}
+        self.folder_catalogue: dict[str, str] = {}
+        self.company_catalogue: dict[str, str | None] = {}
 
     def find(self, name: str, value: str | None) -> RefContact | None:
         if value is None:
@@ -43,39 +58,45 @@ class Reference:
         return next((c for c in self.contacts if getattr(c, name) == value), None)
 
     def apply(self, index: int, row: dict[str, Any]) -> tuple[str, RefContact | None, tuple | None]:
-        """Return (status, contact, (externalIdContact, emailContact) on conflict)."""
+        """Return (status, contact, (externalId, email, username holders) on conflict)."""
         external_id = row["externalId"].strip() if "externalId" in row else None
         email = row.get("email")
-        if email in INVALID_EMAILS or (external_id is None and email is None):
+        username = row["username"].strip().lower() if "username" in row else None
+        if email in INVALID_EMAILS or (external_id is None and email is None and username is None):
             return "failed", None, None
         if email is not None:
             email = email.strip().lower()
-        contact = self.find("external_id", external_id)
-        if contact is not None:
-            other = self.find("email", email)
-            if other is not None and other is not contact:
-                return "failed", None, (contact, other)
+        holders = (self.find("external_id", external_id), self.find("email", email),
+                   self.find("username", username))
+        by_external_id, by_email, by_username = holders
+        if by_external_id is not None:  # rule 1
+            contact = by_external_id
+            conflict = any(h is not None and h is not contact for h in (by_email, by_username))
+        elif by_email is not None:  # rule 2
+            contact = by_email
+            conflict = ((external_id is not None and contact.external_id is not None)
+                        or (by_username is not None and by_username is not contact))
+        elif by_username is not None:  # rule 3 (the row's email, if any, is nobody's)
+            contact = by_username
+            conflict = external_id is not None and contact.external_id is not None
         else:
-            contact = self.find("email", email)
-            if contact is not None and external_id is not None and contact.external_id is not None:
-                return "failed", None, (None, contact)
-        if contact is None:
             contact = RefContact(id=len(self.contacts) + 1, created_by=(self.batch, index))
             self.contacts.append(contact)
-            self.set_fields(contact, external_id, email, row)
+            self.set_fields(contact, external_id, email, username, row)
             return "created", contact, None
+        if conflict:
+            return "failed", None, holders
         before = contact.state()
-        self.set_fields(contact, external_id, email, row)
-        return ("unchanged" if contact.state() == before else "updated"), contact, None
+        renamed = self.set_fields(contact, external_id, email, username, row)
+        return ("unchanged" if contact.state() == before and not renamed else "updated"), contact, None
 
-    @staticmethod
-    def set_fields(contact: RefContact, external_id: str | None, email: str | None,
-                   row: dict[str, Any]) -> None:
-        if external_id is not None:
-            contact.external_id = external_id
-        if email is not None:
-            contact.email = email
-        for wire, name in (("firstName", "first_name"), ("optIn", "opt_in")):
+    def set_fields(self, contact: RefContact, external_id: str | None, email: str | None,
+                   username: str | None, row: dict[str, Any]) -> bool:
+        """Apply the row; True when it renamed a company it attaches (a change of the contact)."""
+        for name, value in (("external_id", external_id), ("email", email), ("username", username)):
+            if value is not None:
+                setattr(contact, name, value)
+        for wire, name in (("firstName", "first_name"), ("optIn", "opt_in"), ("status", "status")):
             if wire in row:
                 setattr(contact, name, row[wire])
         for key, value in row.get("attributes", {}).items():
@@ -83,6 +104,27 @@ class Reference:
                 contact.attributes.pop(key, None)
             else:
                 contact.attributes[key] = value
+        for wire, links, catalogue in (("tags", contact.tags, self.tag_catalogue),
+                                       ("folders", contact.folders, self.folder_catalogue)):
+            changes = row.get(wire, {})
+            for name in changes.get("add", []):
+                links.add(name.strip().lower())
+                catalogue.setdefault(name.strip().lower(), name.strip())
+            for name in changes.get("remove", []):
+                links.discard(name.strip().lower())
+        renamed = False
+        for change in row.get("companies", []):
+            company_id = change["companyId"]
+            if change.get("remove"):
+                contact.companies.discard(company_id)
+                continue
+            contact.companies.add(company_id)
+            if "name" in change:
+                renamed |= self.company_catalogue.get(company_id, ABSENT) != change["name"]
+                self.company_catalogue[company_id] = change["name"]
+            else:
+                self.company_catalogue.setdefault(company_id, None)
+        return renamed
 
 
 def optional(values: st.SearchStrategy) -> st.SearchStrategy:
@@ -90,13 +132,43 @@ def optional(values: st.SearchStrategy) -> st.SearchStrategy:
 
 
 @st.composite
+def name_changes(draw: st.DrawFn, names: list[str]) -> dict[str, list[str]]:
+    """{"add": [...], "remove": [...]} of names, no name (in any case) in both."""
+    add = draw(st.lists(st.sampled_from(names), max_size=3))
+    added = {name.lower() for name in add}
+    remove = draw(st.lists(st.sampled_from([n for n in names if n.lower() not in added] or names),
+                           max_size=2))
+    return {"add": add, "remove": [name for name in remove if name.lower() not in added]}
+
+
+@st.composite
+def company_changes(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Companies attached (with or without a name) or removed, each companyId once."""
+    changes = []
+    for company_id in draw(st.lists(st.sampled_from(COMPANY_IDS), unique=True, max_size=2)):
+        change: dict[str, Any] = {"companyId": company_id}
+        kind = draw(st.sampled_from(["attach", "named", "remove"]))
+        if kind == "named":
+            change["name"] = draw(st.sampled_from(COMPANY_NAMES))
+        elif kind == "remove":
+            change["remove"] = True
+        changes.append(change)
+    return changes
+
+
+@st.composite
 def rows(draw: st.DrawFn) -> dict[str, Any]:
     fields = {
         "externalId": draw(optional(st.sampled_from(EXTERNAL_IDS))),
         "email": draw(optional(st.sampled_from(EMAILS))),
+        "username": draw(optional(st.sampled_from(USERNAMES))),
         "firstName": draw(optional(st.sampled_from([None, "Ann", "Bob"]))),
         "optIn": draw(optional(st.sampled_from([None, True, False]))),
+        "status": draw(optional(st.sampled_from(["auto", "optout", "spam"]))),
         "attributes": draw(optional(st.dictionaries(
             st.sampled_from(["p", "q"]), st.sampled_from([None, 1, True, "1", 1.5]), max_size=2))),
+        "tags": draw(optional(name_changes(TAG_NAMES))),
+        "folders": draw(optional(name_changes(FOLDER_NAMES))),
+        "companies": draw(optional(company_changes())),
     }
     return {k: v for k, v in fields.items() if v is not ABSENT}

@@ -23,10 +23,21 @@ def post_bulk(client: FlaskClient, headers: dict[str, str], contacts: Any,
 
 
 def stored_contacts(db: psycopg.Connection, tenant_id: int) -> list[dict]:
-    """Every contact of a tenant, in id order."""
+    """Every contact of a tenant, in id order, with the names of its tags and
+    folders and the companyIds of its companies (in catalogue id order)."""
     return db.execute(
-        "SELECT id, external_id, email, first_name, last_name, phone, locale, opt_in,"
-        " attributes, created_at, updated_at FROM contacts WHERE tenant_id = %s ORDER BY id",
+        "SELECT c.id, c.external_id, c.email, c.username, c.first_name, c.last_name, c.name, c.phone,"
+        " c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url, c.attributes, c.created_at, c.updated_at,"
+        " ARRAY(SELECT t.name FROM contact_tags l JOIN tags t ON t.tenant_id = l.tenant_id"
+        "       AND t.id = l.tag_id WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id"
+        "       ORDER BY t.id) AS tags,"
+        " ARRAY(SELECT f.name FROM contact_folders l JOIN folders f ON f.tenant_id = l.tenant_id"
+        "       AND f.id = l.folder_id WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id"
+        "       ORDER BY f.id) AS folders,"
+        " ARRAY(SELECT o.company_id FROM contact_companies l JOIN companies o ON o.tenant_id = l.tenant_id"
+        "       AND o.id = l.company_id WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id"
+        "       ORDER BY o.id) AS companies"
+        " FROM contacts c WHERE c.tenant_id = %s ORDER BY c.id",
         (tenant_id,)).fetchall()
 
 

@@ -56,3 +56,60 @@ def test_overlapping_concurrent_batches_all_succeed(make_app, headers, db, tenan
     lost = {key: batch for key, batch in last_sent.items()
             if attributes[key[1]].get(f"w{key[0]}") != batch}
     assert lost == {}
+
+
+def test_concurrent_batches_adding_and_removing_tags_lose_no_link(make_app, headers, db, tenant):
+    """Each thread tags the contacts it picks with its batch's own tag, removes
+    its earlier ones, adds the batch's wave tag (new to the catalogue, sent by
+    every thread at once, in random case) and attaches the thread's company.
+    A lost link shows as a contact missing a tag or a company, a duplicate as
+    a second catalogue entry for a name."""
+    app = make_app(DB_POOL_MAX=THREADS + 2, TX_ATTEMPTS=2)
+    contacts_count = IDENTITIES // 3
+    assert post_bulk(app.test_client(), headers,
+                     [{"externalId": f"crm-{i}"} for i in range(contacts_count)]).status_code == 200
+    errors: list[str] = []
+    last_sent: dict[tuple[int, str], int] = {}
+    waves: dict[str, set[int]] = {}
+    start = threading.Barrier(THREADS)
+
+    def sender(seed: int) -> None:
+        rng = random.Random(seed)
+        client = app.test_client()
+        start.wait()
+        for batch in range(BATCHES_PER_THREAD):
+            picked = rng.sample(range(contacts_count), 60)
+            wave = rng.choice([f"Wave-{batch}", f"WAVE-{batch}", f"wave-{batch}"])
+            contacts = [{"externalId": f"crm-{i}",
+                         "tags": {"add": [f"t{seed}-{batch}", wave],
+                                  "remove": [f"t{seed}-{earlier}" for earlier in range(batch)]},
+                         "companies": [{"companyId": f"co-{seed}", "name": f"Company {seed}"}]}
+                        for i in picked]
+            for contact in contacts:
+                last_sent[seed, contact["externalId"]] = batch
+                waves.setdefault(contact["externalId"], set()).add(batch)
+            response = post_bulk(client, headers, contacts)
+            data = response.get_json().get("data") if response.status_code == 200 else None
+            if data is None or data["failedCount"] != 0:
+                errors.append(f"{response.status_code}: {response.get_json()}")
+
+    threads = [threading.Thread(target=sender, args=(seed,)) for seed in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+    expected: dict[str, tuple[set[str], set[str]]] = {}
+    for (seed, external_id), batch in last_sent.items():
+        tags, companies = expected.setdefault(
+            external_id, ({f"wave-{b}" for b in waves[external_id]}, set()))
+        tags.add(f"t{seed}-{batch}")
+        companies.add(f"co-{seed}")
+    actual = {c["external_id"]: ({name.lower() for name in c["tags"]}, set(c["companies"]))
+              for c in stored_contacts(db, tenant["id"]) if c["tags"] or c["companies"]}
+    assert actual == expected
+    names = [row["name"].lower() for row in db.execute("SELECT name FROM tags").fetchall()]
+    assert len(names) == len(set(names))
+    assert db.execute("SELECT count(*) AS n FROM companies").fetchone()["n"] == THREADS

@@ -15,8 +15,9 @@ from app.engine.reads import FeedPosition
 from tests.reference import Reference, rows
 from tests.support import auth_headers, post_bulk, stored_contacts
 
-CONTACT_KEYS = ["id", "externalId", "email", "firstName", "lastName", "phone", "locale", "optIn",
-                "attributes", "createdAt", "updatedAt"]
+CONTACT_KEYS = ["id", "externalId", "email", "username", "firstName", "lastName", "name", "phone",
+                "locale", "optIn", "status", "ownerId", "avatarUrl", "attributes", "tags", "folders",
+                "companies", "createdAt", "updatedAt"]
 
 
 def get(client, headers, path: str, **params):
@@ -235,7 +236,7 @@ def test_a_reader_following_the_feed_under_concurrent_writes_ends_with_the_table
 @given(sequence=st.lists(rows(), min_size=1, max_size=10))
 def test_single_upserts_and_look_ups_follow_the_sequential_reference(client, headers, db, tenant,
                                                                      sequence):
-    db.execute("TRUNCATE contacts RESTART IDENTITY")
+    db.execute("TRUNCATE contacts, tags, folders, companies RESTART IDENTITY CASCADE")
     reference = Reference()
     db_id_of: dict[int, int] = {}
     for row in sequence:
@@ -248,9 +249,10 @@ def test_single_upserts_and_look_ups_follow_the_sequential_reference(client, hea
             continue
         if status == "failed":
             assert (response.status_code, body["error"]["code"]) == (409, "identity_conflict")
-            by_external_id, by_email = (c and db_id_of[c.id] for c in conflict)
+            by_external_id, by_email, by_username = (c and db_id_of[c.id] for c in conflict)
             assert body["error"]["details"]["conflict"] == {"externalIdContactId": by_external_id,
-                                                            "emailContactId": by_email}
+                                                            "emailContactId": by_email,
+                                                            "usernameContactId": by_username}
             continue
         assert response.status_code == (201 if status == "created" else 200)
         assert body["data"]["status"] == status
@@ -260,7 +262,8 @@ def test_single_upserts_and_look_ups_follow_the_sequential_reference(client, hea
         assert wire_state(body["data"]["contact"]) == contact.state()
 
     for contact in reference.contacts:
-        for params in ({"externalId": contact.external_id}, {"email": contact.email}):
+        for params in ({"externalId": contact.external_id}, {"email": contact.email},
+                       {"username": contact.username}):
             if None in params.values():
                 continue
             found = get(client, headers, "/contacts", **params).get_json()["data"]
@@ -269,8 +272,11 @@ def test_single_upserts_and_look_ups_follow_the_sequential_reference(client, hea
 
 def wire_state(contact: dict) -> tuple:
     """A contact as the API shows it, in the reference model's terms."""
-    return (contact["externalId"], contact["email"], contact["firstName"], contact["optIn"],
-            json.dumps(contact["attributes"], sort_keys=True))
+    return (contact["externalId"], contact["email"], contact["username"], contact["firstName"],
+            contact["optIn"], contact["status"], json.dumps(contact["attributes"], sort_keys=True),
+            tuple(sorted(t["name"].lower() for t in contact["tags"])),
+            tuple(sorted(f["name"].lower() for f in contact["folders"])),
+            tuple(sorted(c["companyId"] for c in contact["companies"])))
 
 
 def test_single_upsert_answers_and_refuses(client, headers, db, tenant):

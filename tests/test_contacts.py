@@ -5,7 +5,7 @@ import json
 import pytest
 
 from app.schemas.contacts import normalise_email
-from tests.support import BULK_URL, post_bulk, stored_contacts
+from tests.support import BULK_URL, auth_headers, post_bulk, stored_contacts
 
 AUTOSEND_URL = "/v1/contacts/bulk-update"
 MAILINGCORE_URL = "/contacts/bulk"
@@ -86,7 +86,8 @@ def test_rule_1_email_held_by_another_contact_is_an_identity_conflict(client, he
     assert failure["externalId"] == "crm-1"
     assert failure["email"] == "B@example.com"  # as sent
     assert failure["conflict"] == {"externalIdContactId": first, "emailContactId": second,
-                                   "externalIdRowIndex": None, "emailRowIndex": None}
+                                   "externalIdRowIndex": None, "emailRowIndex": None,
+                                   "usernameContactId": None, "usernameRowIndex": None}
     assert [c["email"] for c in stored_contacts(db, tenant["id"])] == ["a@example.com", "b@example.com"]
 
 
@@ -106,7 +107,8 @@ def test_rule_2_email_match_with_another_external_id_is_a_conflict(client, heade
     [failure] = data["failures"]
     assert failure["code"] == "identity_conflict"
     assert failure["conflict"] == {"externalIdContactId": None, "emailContactId": held_by,
-                                   "externalIdRowIndex": None, "emailRowIndex": None}
+                                   "externalIdRowIndex": None, "emailRowIndex": None,
+                                   "usernameContactId": None, "usernameRowIndex": None}
     assert len(stored_contacts(db, tenant["id"])) == 1
 
 
@@ -303,7 +305,8 @@ def test_atomic_failures_list_invalid_rows_and_conflicts_together(client, header
         [(2, "invalid_contact"), (3, "identity_conflict")]
     # neither contact was written, so the conflict names the rows that made them
     assert failures[1]["conflict"] == {"externalIdContactId": None, "emailContactId": None,
-                                       "externalIdRowIndex": 0, "emailRowIndex": 1}
+                                       "externalIdRowIndex": 0, "emailRowIndex": 1,
+                                       "usernameContactId": None, "usernameRowIndex": None}
     assert stored_contacts(db, tenant["id"]) == []
 
 
@@ -415,3 +418,111 @@ def test_unknown_route_and_wrong_method(client, headers):
 def test_health_and_ready(client):
     assert client.get("/health").get_json() == {"status": "ok"}
     assert client.get("/ready").get_json() == {"status": "ready"}
+
+
+# --- the whole contact (DESIGN 8) ---------------------------------------------
+
+WHOLE = {"externalId": "crm-1", "email": "Jane@Example.com", "username": " Jane_Doe ",
+         "firstName": "Jane", "lastName": "Doe", "name": "Jane D.", "phone": "+1 555 0100",
+         "locale": "en", "optIn": True, "status": "optout", "ownerId": "owner-7",
+         "avatarUrl": "https://img.example.com/jane.png", "attributes": {"plan": "pro"},
+         "tags": {"add": ["VIP", "trial"]}, "folders": {"add": ["Hot Prospects"]},
+         "companies": [{"companyId": "6", "name": "Blue Sun"}, {"companyId": "2"}]}
+
+
+def test_the_native_door_takes_and_reads_back_the_whole_contact(client, headers):
+    data = data_of(post_bulk(client, headers, [WHOLE], returnResults=True))
+    [result] = data["results"]
+    contact = client.get(f"/contacts/{result['id']}", headers=headers).get_json()["data"]
+    assert {k: contact[k] for k in ("externalId", "email", "username", "name", "status", "ownerId",
+                                    "avatarUrl")} == {
+        "externalId": "crm-1", "email": "jane@example.com", "username": "jane_doe", "name": "Jane D.",
+        "status": "optout", "ownerId": "owner-7", "avatarUrl": "https://img.example.com/jane.png"}
+    assert [t["name"] for t in contact["tags"]] == ["trial", "VIP"]  # sorted by id: created in name order
+    assert [t["id"] for t in contact["tags"]] == sorted(t["id"] for t in contact["tags"])
+    assert [f["name"] for f in contact["folders"]] == ["Hot Prospects"]
+    assert contact["companies"] == [{"companyId": "2", "name": None}, {"companyId": "6", "name": "Blue Sun"}]
+    by_username = client.get("/contacts", query_string={"username": "JANE_DOE"}, headers=headers)
+    assert [c["id"] for c in by_username.get_json()["data"]] == [result["id"]]
+
+
+@pytest.mark.parametrize("resend, status", [
+    ({"tags": {"add": ["vip"]}}, "unchanged"),  # has it already, in another case
+    ({"tags": {"remove": ["cold"]}}, "unchanged"),  # never had it
+    ({"companies": [{"companyId": "6", "name": "Blue Sun"}]}, "unchanged"),
+    ({"companies": [{"companyId": "6"}]}, "unchanged"),
+    ({"folders": {"add": ["hot prospects"]}}, "unchanged"),
+    ({"tags": {"add": ["new"]}}, "updated"),
+    ({"tags": {"remove": ["Trial"]}}, "updated"),
+    ({"folders": {"remove": ["Hot Prospects"]}}, "updated"),
+    ({"companies": [{"companyId": "6", "name": "Blue Moon"}]}, "updated"),  # a rename
+    ({"companies": [{"companyId": "6", "remove": True}]}, "updated"),
+    ({"companies": [{"companyId": "9"}]}, "updated"),
+])
+def test_relations_change_the_contact_exactly_when_they_change(client, headers, db, tenant, resend, status):
+    data_of(post_bulk(client, headers, [WHOLE]))
+    [before] = stored_contacts(db, tenant["id"])
+    data = data_of(post_bulk(client, headers, [{"externalId": "crm-1", **resend}], returnResults=True))
+    assert data["results"][0]["status"] == status
+    [after] = stored_contacts(db, tenant["id"])
+    assert (after["updated_at"] != before["updated_at"]) is (status == "updated")
+
+
+def test_username_is_the_third_identity(client, headers, db, tenant):
+    data_of(post_bulk(client, headers, [{"username": "Jane", "firstName": "J"}]))
+    # no externalId or email holder: matched by username, and both are attached
+    data = data_of(post_bulk(client, headers, [{"externalId": "crm-9", "email": "j@example.com",
+                                                "username": " JANE "}], returnResults=True))
+    assert data["results"][0]["status"] == "updated"
+    [contact] = stored_contacts(db, tenant["id"])
+    assert (contact["external_id"], contact["email"], contact["username"]) == \
+        ("crm-9", "j@example.com", "jane")
+    data_of(post_bulk(client, headers, [{"username": "joe"}]))
+    # externalId matches the first contact, whose username the row would change to joe's
+    data = data_of(post_bulk(client, headers, [{"externalId": "crm-9", "username": "joe"}]))
+    [failure] = data["failures"]
+    joe = next(c for c in stored_contacts(db, tenant["id"]) if c["username"] == "joe")
+    assert failure["code"] == "identity_conflict"
+    assert failure["conflict"]["usernameContactId"] == joe["id"]
+    assert failure["conflict"]["externalIdContactId"] == contact["id"]
+
+
+def test_bad_whole_contact_fields_fail_their_row_with_every_error_named(client, headers, db, tenant):
+    bad = {"email": "bad-row@example.com", "status": "vip", "avatarUrl": "javascript:alert(1)",
+           "tags": {"add": ["", "x" * 101]}, "companies": [{"companyId": "c" * 256}], "colour": "red",
+           "folders": {"add": [f"f{i}" for i in range(101)]}}
+    data = data_of(post_bulk(client, headers, [bad, {"email": "good@example.com", "tags": {"add": ["ok"]}}]))
+    assert (data["createdCount"], data["failedCount"]) == (1, 1)
+    [failure] = data["failures"]
+    assert set(failure["errors"]) == {"status", "avatarUrl", "tags", "companies", "colour", "folders"}
+    assert [c["email"] for c in stored_contacts(db, tenant["id"])] == ["good@example.com"]
+    assert db.execute("SELECT name FROM tags").fetchall() == [{"name": "ok"}]
+
+
+def test_catalogues_belong_to_their_tenant(client, headers, db, tenant, make_tenant, make_token):
+    other = auth_headers(make_token(make_tenant("globex")))
+    data_of(post_bulk(client, headers, [{"email": "a@example.com", "tags": {"add": ["vip"]},
+                                         "companies": [{"companyId": "6", "name": "Blue Sun"}]}]))
+    data_of(post_bulk(client, other, [{"email": "a@example.com", "tags": {"add": ["VIP"]},
+                                       "companies": [{"companyId": "6", "name": "Globex Six"}]}]))
+    for who, name, company in ((headers, "vip", "Blue Sun"), (other, "VIP", "Globex Six")):
+        assert [t["name"] for t in client.get("/tags", headers=who).get_json()["data"]] == [name]
+        assert client.get("/companies", headers=who).get_json()["data"] == \
+            [{"companyId": "6", "name": company}]
+    assert db.execute("SELECT count(*) AS n FROM tags").fetchone()["n"] == 2
+    # links join contacts and entries of one tenant only (both keys carry tenant_id)
+    assert db.execute("SELECT count(*) AS n FROM contact_tags l JOIN tags t ON t.id = l.tag_id"
+                      " WHERE t.tenant_id <> l.tenant_id").fetchone()["n"] == 0
+
+
+def test_tags_and_folders_are_made_once_whatever_the_case(client, headers):
+    first = client.post("/tags", json={"name": " Hot Prospects "}, headers=headers)
+    again = client.post("/tags", json={"name": "hot prospects"}, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.get_json()["data"] == again.get_json()["data"] == {"id": first.get_json()["data"]["id"],
+                                                                   "name": "Hot Prospects"}
+    assert client.post("/folders", json={"name": "March Leads"}, headers=headers).status_code == 201
+    bad = client.post("/folders", json={"name": ""}, headers=headers)
+    assert (bad.status_code, error_code(bad)) == (400, "validation_failed")
+    page = client.get("/tags", query_string={"limit": 1}, headers=headers).get_json()
+    assert (len(page["data"]), page["hasMore"], page["nextAfter"]) == (1, False, None)

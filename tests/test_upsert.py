@@ -29,7 +29,7 @@ batches = st.lists(st.lists(rows(), min_size=1, max_size=8), min_size=1, max_siz
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batches=batches)
 def test_engine_matches_the_sequential_reference(client, headers, db, tenant, batches):
-    db.execute("TRUNCATE contacts RESTART IDENTITY")
+    db.execute("TRUNCATE contacts, tags, folders, companies RESTART IDENTITY CASCADE")
     reference = Reference()
     db_id_of: dict[int, int] = {}  # reference id -> database id, learned from created rows
 
@@ -47,20 +47,42 @@ def test_engine_matches_the_sequential_reference(client, headers, db, tenant, ba
             if contact is not None:
                 assert result["id"] == db_id_of[contact.id]
             if conflict is not None:
-                by_external_id, by_email = (c and db_id_of[c.id] for c in conflict)
-                made_by_external_id, made_by_email = (
-                    c.created_by[1] if c and c.created_by[0] == reference.batch else None
-                    for c in conflict)
-                assert conflicts[index] == {"externalIdContactId": by_external_id,
-                                            "emailContactId": by_email,
-                                            "externalIdRowIndex": made_by_external_id,
-                                            "emailRowIndex": made_by_email}
+                ids = [c and db_id_of[c.id] for c in conflict]
+                made_by = [c.created_by[1] if c and c.created_by[0] == reference.batch else None
+                           for c in conflict]
+                expected = {}
+                for key, contact_id, row_index in zip(IDENTITY_KEYS, ids, made_by, strict=True):
+                    expected |= {f"{key}ContactId": contact_id, f"{key}RowIndex": row_index}
+                assert conflicts[index] == expected
 
-    stored = sorted([
-        (c["external_id"], c["email"], c["first_name"], c["opt_in"],
-         json.dumps(c["attributes"], sort_keys=True))
-        for c in stored_contacts(db, tenant["id"])], key=repr)
+    stored = sorted((stored_state(c) for c in stored_contacts(db, tenant["id"])), key=repr)
     assert stored == sorted((c.state() for c in reference.contacts), key=repr)
+    assert catalogues(db, tenant["id"]) == (
+        sorted(reference.tag_catalogue.values()), sorted(reference.folder_catalogue.values()),
+        sorted(reference.company_catalogue.items()))
+
+
+IDENTITY_KEYS = ("externalId", "email", "username")
+
+
+def stored_state(contact: dict) -> tuple:
+    """A stored contact (tests/support.py, stored_contacts) in the reference model's terms."""
+    return (contact["external_id"], contact["email"], contact["username"], contact["first_name"],
+            contact["opt_in"], contact["status"], json.dumps(contact["attributes"], sort_keys=True),
+            tuple(sorted(name.lower() for name in contact["tags"])),
+            tuple(sorted(name.lower() for name in contact["folders"])),
+            tuple(sorted(contact["companies"])))
+
+
+def catalogues(db: psycopg.Connection, tenant_id: int) -> tuple[list, list, list]:
+    """The tenant's tag names, folder names and (companyId, name) pairs, sorted."""
+    def column(query: str) -> list:
+        return [tuple(row.values()) if len(row) > 1 else row["name"]
+                for row in db.execute(query, (tenant_id,)).fetchall()]
+
+    return (column("SELECT name FROM tags WHERE tenant_id = %s ORDER BY name"),
+            column("SELECT name FROM folders WHERE tenant_id = %s ORDER BY name"),
+            column("SELECT company_id, name FROM companies WHERE tenant_id = %s ORDER BY company_id"))
 
 
 def record_statements(conn: psycopg.Connection, statements: list[str]) -> None:
@@ -105,6 +127,38 @@ def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
                           queries["lock-contacts-by-ids"], queries["update-contacts"],
                           queries["insert-contacts"]]
     assert len(stored_contacts(db, tenant["id"])) == 1000
+
+
+def test_relations_of_1000_rows_cost_two_statements_each(app, tenant, db):
+    """Tags, folders and companies added and removed on 1000 contacts: the five
+    statements of a plain batch, the company names' read, and two per relation."""
+    def with_relations(i: int, tags: list[str]) -> tuple[int, dict]:
+        return (i, {"external_id": f"c{i}", "tags": {"add": tags, "remove": ["old"]},
+                    "folders": {"add": [f"f{i % 3}"], "remove": []},
+                    "companies": [{"company_id": f"co{i % 7}", "name": f"Co {i % 7}", "remove": False}]})
+
+    seed = [with_relations(i, ["old"]) for i in range(500)]
+    in_app_transaction(app, lambda conn: upsert_contacts(conn, tenant["id"], seed))
+    rows = [with_relations(i, [f"t{i % 5}", "vip"]) for i in range(1000)]
+    statements: list[str] = []
+
+    def counted(conn: psycopg.Connection):
+        record_statements(conn, statements)
+        try:
+            return upsert_contacts(conn, tenant["id"], rows)
+        finally:
+            del conn.execute
+
+    result = in_app_transaction(app, counted)
+    assert [o.status for o in result.outcomes].count("updated") == 500
+    assert statements == [queries[name] for name in (
+        "select-contacts-by-keys", "select-company-names", "lock-tenant-writes-shared",
+        "lock-contacts-by-ids", "update-contacts", "insert-contacts", "ensure-tags",
+        "write-contact-tags", "ensure-folders", "write-contact-folders", "ensure-companies",
+        "write-contact-companies")]
+    links = db.execute("SELECT count(*) AS n FROM contact_tags WHERE tenant_id = %s",
+                       (tenant["id"],)).fetchone()["n"]
+    assert links == 2000  # t0..t4 and vip on each; every "old" removed
 
 
 def test_an_unchanged_batch_is_one_read_and_locks_nothing(app, tenant, db):
@@ -164,6 +218,31 @@ def test_a_retry_after_a_version_conflict_wins(app, tenant, db):
             assert run_in_transaction(conn, work, attempts=3) == 2
     [contact] = stored_contacts(db, tenant["id"])
     assert (contact["first_name"], contact["last_name"]) == ("Theirs", "Mine")  # nothing lost
+
+
+def test_a_tag_another_transaction_makes_meanwhile_is_found_by_the_retry(app, client, headers, tenant, db,
+                                                                          database_url):
+    """A batch that adds a new tag while another transaction inserts the same
+    name waits for it, finds the name in neither its snapshot nor its insert,
+    and starts again: it then links the other's tag, and no second one is made."""
+    answers: list = []
+    with psycopg.connect(database_url, autocommit=True) as other:
+        with other.transaction():
+            other.execute("INSERT INTO tags (tenant_id, name) VALUES (%s, 'Launch')", (tenant["id"],))
+            sender = threading.Thread(target=lambda: answers.append(post_bulk(
+                client, headers, [{"externalId": "a", "tags": {"add": ["launch"]}}], returnResults=True)))
+            sender.start()
+            deadline = time.monotonic() + 5
+            while not db.execute("SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+                                 ).fetchone() and time.monotonic() < deadline:
+                time.sleep(0.02)  # until the batch waits on the uncommitted name
+        sender.join(timeout=30)
+    [response] = answers
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["data"]["results"][0]["status"] == "created"
+    [contact] = stored_contacts(db, tenant["id"])
+    assert contact["tags"] == ["Launch"]
+    assert db.execute("SELECT count(*) AS n FROM tags").fetchone()["n"] == 1
 
 
 def wait_for_advisory_lock_waiter(db: psycopg.Connection, timeout: float = 5.0) -> bool:

@@ -65,11 +65,11 @@ class BatchRejected(Exception):
 
 
 class ContactConflict(Exception):
-    """The one contact's externalId and email belong to different contacts."""
+    """The one contact's identities belong to different contacts."""
 
     def __init__(self, conflict: dict[str, int | None]) -> None:
         super().__init__("identity conflict")
-        self.conflict = conflict  # {"externalIdContactId": .., "emailContactId": ..}
+        self.conflict = conflict  # {"externalIdContactId": .., "emailContactId": .., "usernameContactId": ..}
 
 
 def bulk_upsert(conn: psycopg.Connection, tenant_id: int, rows: list[Any], options: BulkOptions,
@@ -100,7 +100,8 @@ def upsert_one(conn: psycopg.Connection, tenant_id: int, row: dict[str, Any], *,
     [outcome] = batch.outcomes
     if outcome.status == FAILED or outcome.contact is None:
         conflict = conflict_ids(outcome)
-        raise ContactConflict({key: conflict[key] for key in ("externalIdContactId", "emailContactId")})
+        raise ContactConflict({key: conflict[key] for key in
+                               ("externalIdContactId", "emailContactId", "usernameContactId")})
     write_batch(conn, batch, run_workflow)
     # Read back in the same transaction: the answer is this request's result, not a later one.
     contact = find_contact(conn, tenant_id, contact_id=outcome.contact.id)
@@ -169,7 +170,7 @@ def conflict_failure(outcome: RowOutcome, raw: Any) -> dict[str, Any]:
     return {
         **row_identity(outcome.index, raw),
         "code": "identity_conflict",
-        "message": "The externalId and the email of this row belong to different contacts.",
+        "message": "The identities of this row (externalId, email, username) belong to different contacts.",
         "conflict": conflict_ids(outcome),
     }
 
@@ -178,15 +179,12 @@ def conflict_ids(outcome: RowOutcome) -> dict[str, int | None]:
     """Which contacts hold a conflicting row's externalId and email."""
     conflict = outcome.conflict
     assert conflict is not None
-    by_external_id, by_email = conflict.external_id_contact, conflict.email_contact
-    return {
-        "externalIdContactId": by_external_id and by_external_id.id,
-        "emailContactId": by_email and by_email.id,
-        # A contact that an earlier row of this request creates has no id
-        # until it is written (never, in all-or-nothing mode): name the row.
-        "externalIdRowIndex": created_by_index(by_external_id),
-        "emailRowIndex": created_by_index(by_email),
-    }
+    holders = {"externalId": conflict.external_id_contact, "email": conflict.email_contact,
+               "username": conflict.username_contact}
+    # A contact that an earlier row of this request creates has no id until
+    # it is written (never, in all-or-nothing mode): the row is named too.
+    return {**{f"{key}ContactId": contact and contact.id for key, contact in holders.items()},
+            **{f"{key}RowIndex": created_by_index(contact) for key, contact in holders.items()}}
 
 
 def created_by_index(contact: Contact | None) -> int | None:

@@ -21,9 +21,10 @@ CONTACT_CREATED, CONTACT_UPDATED = "contact.created", "contact.updated"
 
 # The engine's field names as the wire (and the event's changedFields) spell them.
 WIRE_FIELD_NAMES = {
-    "external_id": "externalId", "email": "email", "first_name": "firstName",
-    "last_name": "lastName", "phone": "phone", "locale": "locale", "opt_in": "optIn",
-    "attributes": "attributes",
+    "external_id": "externalId", "email": "email", "username": "username", "first_name": "firstName",
+    "last_name": "lastName", "name": "name", "phone": "phone", "locale": "locale", "opt_in": "optIn",
+    "status": "status", "owner_id": "ownerId", "avatar_url": "avatarUrl", "attributes": "attributes",
+    "tags": "tags", "folders": "folders", "companies": "companies",
 }
 
 

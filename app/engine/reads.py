@@ -100,15 +100,18 @@ def feed_order(position: FeedPosition) -> tuple[int, int]:
 
 
 def find_contact(conn: psycopg.Connection, tenant_id: int, *, contact_id: int | None = None,
-                 email: str | None = None, external_id: str | None = None) -> dict[str, Any] | None:
-    """The tenant's contact with this id, stored email or externalId (give one), or None."""
+                 email: str | None = None, external_id: str | None = None,
+                 username: str | None = None) -> dict[str, Any] | None:
+    """The tenant's contact with this id, stored email, externalId or username (give one), or None."""
     if contact_id is not None:
         query, params = queries["select-contact-by-id"], {"id": contact_id}
     elif email is not None:
         query, params = queries["select-contact-by-email"], {"email": email}
     elif external_id is not None:
         query, params = queries["select-contact-by-external-id"], {"external_id": external_id}
+    elif username is not None:
+        query, params = queries["select-contact-by-username"], {"username": username}
     else:
-        raise TypeError("find_contact needs contact_id, email or external_id")
+        raise TypeError("find_contact needs contact_id, email, external_id or username")
     row = conn.execute(query, {"tenant_id": tenant_id, **params}).fetchone()
     return None if row is None else row["contact"]

@@ -1,23 +1,33 @@
 """The bulk upsert engine: validated rows in, one outcome per row out.
 
-DESIGN 4.3 defines a batch as if its rows were applied one after another.
-The engine keeps exactly that definition and still costs a fixed number of
-statements per batch:
+DESIGN 4.3 and 8 define a batch as if its rows were applied one after
+another, matched by externalId, then email, then username. The engine keeps
+exactly that definition and still costs a fixed number of statements per
+batch, whatever its size and whatever it does to tags, folders and companies:
 
-1. one SELECT reads every stored contact that the batch's externalIds and
-   emails can reach, with its row version;
+1. one SELECT reads every stored contact that the batch's identities can
+   reach, with its row version (and its links, when a row changes any), and
+   one more the catalogue names of the companies the rows send, if any;
 2. the rows are applied in request order to that snapshot, in memory, so a
    later row sees what an earlier one did;
 3. the contacts that changed are locked (in id order) and their versions
    checked, then the net result is written with at most one UPDATE and one
-   INSERT, each fed from parallel arrays.
+   INSERT, each fed from parallel arrays; then, for each relation a row
+   changed, one statement makes the catalogue entries the rows named and
+   one deletes and adds the links that changed.
+
+So a batch costs at most 12 statements: 1 read (2 with companies), the
+tenant's write lock, the row locks, 1 UPDATE, 1 INSERT and 2 per relation
+(tests/test_upsert.py counts them). A plain batch still costs 5.
 
 Only what is written is locked, so a re-sync of unchanged contacts is a read.
 A contact changed by another transaction between steps 1 and 3 fails the
-version check, and the engine raises a serialization failure; a concurrent
-batch that inserts one of the same identities after step 1 makes step 3 hit a
-unique index. Either way the caller retries the whole transaction, as it does
-for PostgreSQL's own failures, with `exclusive=True`.
+version check (a change of links updates the contact's row too, so the
+version covers them), and the engine raises a serialization failure; a
+concurrent batch that inserts one of the same identities or catalogue
+entries after step 1 makes step 3 hit a unique index, or miss the entry. In
+every case the caller retries the whole transaction, as it does for
+PostgreSQL's own failures, with `exclusive=True`.
 
 Writing batches hold their tenant's write lock in shared mode from step 3 to
 commit; a retry takes it exclusively before step 1. It waits for the batches
@@ -39,38 +49,60 @@ import psycopg
 from psycopg.errors import SerializationFailure
 from psycopg.types.json import Jsonb
 
+from app.engine.catalogues import ensure_companies, ensure_names
 from app.sql import queries
 
 CREATED, UPDATED, UNCHANGED, FAILED = "created", "updated", "unchanged", "failed"
 
-# Fields a row may clear with null; identities and attributes cannot be cleared.
-CLEARABLE_FIELDS = ("first_name", "last_name", "phone", "locale", "opt_in")
+# A row's identities, in the order they match (DESIGN 4.3 and 8).
+IDENTITIES = ("external_id", "email", "username")
+# The stored fields a row sets by value (a clearable one is cleared with null).
+SCALAR_FIELDS = ("external_id", "email", "username", "first_name", "last_name", "name", "phone",
+                 "locale", "opt_in", "status", "owner_id", "avatar_url")
+# A contact's links to the tenant's catalogues, and how each is written.
+RELATIONS = ("tags", "folders", "companies")
+LINK_WRITES = {"tags": queries["write-contact-tags"], "folders": queries["write-contact-folders"],
+               "companies": queries["write-contact-companies"]}
+ABSENT = object()
 
 
 @dataclass(eq=False)
 class Contact:
-    """A stored contact as this batch sees it; `id` is None until inserted."""
+    """A stored contact as this batch sees it; `id` is None until inserted.
+
+    `links` holds, per relation, the keys of its entries: lower-cased tag and
+    folder names, the client's companyIds. `stored_links` maps the keys read
+    to their catalogue ids, so that only the difference is written.
+    """
 
     id: int | None
     version: str | None = None  # xmin as read; None for a contact this batch creates
     external_id: str | None = None
     email: str | None = None
+    username: str | None = None
     first_name: str | None = None
     last_name: str | None = None
+    name: str | None = None
     phone: str | None = None
     locale: str | None = None
     opt_in: bool | None = None
+    status: str = "auto"
+    owner_id: str | None = None
+    avatar_url: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, set[str]] = field(default_factory=lambda: {r: set() for r in RELATIONS})
+    stored_links: dict[str, dict[str, int]] = field(default_factory=lambda: {r: {} for r in RELATIONS})
     created_by_index: int | None = None  # the row of this batch that created it
     changed_fields: set[str] = field(default_factory=set)  # over the whole batch
 
 
 @dataclass(frozen=True)
 class Conflict:
-    """The contacts that hold a row's externalId and its email (None: nobody)."""
+    """The contacts that hold a row's externalId, email and username (None: nobody)."""
 
     external_id_contact: Contact | None
     email_contact: Contact | None
+    username_contact: Contact | None = None
 
 
 @dataclass(frozen=True)
@@ -119,54 +151,93 @@ def attributes_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
 class Batch:
     """The snapshot one batch read and the rows applied to it."""
 
-    def __init__(self, tenant_id: int, stored: list[Contact], exclusive: bool) -> None:
+    def __init__(self, tenant_id: int, stored: list[Contact], company_names: dict[str, str | None],
+                 exclusive: bool) -> None:
         self.tenant_id = tenant_id
         self.exclusive = exclusive  # the tenant's write lock is already held exclusively
         self.outcomes: list[RowOutcome] = []
         self.contacts: list[Contact] = list(stored)
-        self.by_external_id = {c.external_id: c for c in stored if c.external_id is not None}
-        self.by_email = {c.email: c for c in stored if c.email is not None}
+        self.holders: dict[str, dict[str, Contact]] = {
+            identity: {value: c for c in stored if (value := getattr(c, identity)) is not None}
+            for identity in IDENTITIES}
+        # The catalogue as the rows left it: companyId -> name, for every
+        # company a row sends (absent: not in the catalogue yet).
+        self.company_names = company_names
+        # What the catalogues must hold at the end: each tag or folder name a
+        # row added, in its first spelling, and each company a row attached
+        # with the last name sent for it (None: none sent).
+        self.spellings: dict[str, dict[str, str]] = {"tags": {}, "folders": {}}
+        self.attached_companies: dict[str, str | None] = {}
 
     def apply_row(self, index: int, row: dict[str, Any]) -> RowOutcome:
-        """Match one row (DESIGN 4.3) and apply it, or report its conflict."""
-        external_id, email = row.get("external_id"), row.get("email")
-        contact = self.by_external_id.get(external_id) if external_id is not None else None
-        if contact is not None:
-            holder = self.by_email.get(email) if email is not None else None
-            if holder is not None and holder is not contact:
-                return RowOutcome(index, FAILED, conflict=Conflict(contact, holder))
-        elif email is not None and email in self.by_email:
-            contact = self.by_email[email]
-            if external_id is not None and contact.external_id is not None:
-                return RowOutcome(index, FAILED, conflict=Conflict(None, contact))
-        else:
+        """Match one row (DESIGN 4.3: externalId, then email, then username) and
+        apply it, or report its conflict."""
+        holders = {identity: self.holders[identity].get(row[identity])
+                   for identity in IDENTITIES if row.get(identity) is not None}
+        contact = next((holder for holder in holders.values() if holder is not None), None)
+        if contact is None:
             contact = Contact(id=None, created_by_index=index)
             self.contacts.append(contact)
             self.apply_fields(contact, row)
             return RowOutcome(index, CREATED, contact)
+        # Another contact holds one of the row's identities, or the contact
+        # already carries another externalId (an externalId is attached, never changed).
+        taken = any(holder is not None and holder is not contact for holder in holders.values())
+        other_external_id = "external_id" in holders and contact.external_id not in (None, row["external_id"])
+        if taken or other_external_id:
+            return RowOutcome(index, FAILED, conflict=Conflict(
+                holders.get("external_id"), holders.get("email"), holders.get("username")))
         changed = self.apply_fields(contact, row)
         return RowOutcome(index, UPDATED if changed else UNCHANGED, contact)
 
     def apply_fields(self, contact: Contact, row: dict[str, Any]) -> set[str]:
         """Write the row's fields onto the contact; return the names that changed."""
-        changed: set[str] = set()
-        for name in ("external_id", "email", *CLEARABLE_FIELDS):
-            if name in row and not same_value(getattr(contact, name), row[name]):
-                changed.add(name)
+        changed = {name for name in SCALAR_FIELDS
+                   if name in row and not same_value(getattr(contact, name), row[name])}
+        for identity in IDENTITIES:
+            if identity in changed and getattr(contact, identity) is not None:
+                del self.holders[identity][getattr(contact, identity)]
+        for name in changed:
+            setattr(contact, name, row[name])
+        for identity in IDENTITIES:
+            if identity in changed:
+                self.holders[identity][getattr(contact, identity)] = contact
         if "attributes" in row:
             merged = merge_attributes(contact.attributes, row["attributes"])
             if not attributes_equal(merged, contact.attributes):
                 changed.add("attributes")
                 contact.attributes = merged
-        if "email" in changed and contact.email is not None:
-            del self.by_email[contact.email]
-        for name in changed - {"attributes"}:
-            setattr(contact, name, row[name])
-        if "email" in changed:
-            self.by_email[contact.email] = contact
-        if "external_id" in changed:
-            self.by_external_id[contact.external_id] = contact
+        for relation, spellings in self.spellings.items():
+            if relation in row and change_names(contact.links[relation], row[relation], spellings):
+                changed.add(relation)
+        if "companies" in row and self.change_companies(contact, row["companies"]):
+            changed.add("companies")
         contact.changed_fields |= changed
+        return changed
+
+    def change_companies(self, contact: Contact, changes: list[dict[str, Any]]) -> bool:
+        """Attach and detach the row's companies; True when that changed the
+        contact. Renaming a company it has counts as a change of it (and of
+        no other contact: the name is the catalogue's)."""
+        changed = False
+        companies = contact.links["companies"]
+        for change in changes:
+            company_id = change["company_id"]
+            if change["remove"]:
+                if company_id in companies:
+                    companies.discard(company_id)
+                    changed = True
+                continue
+            if company_id not in companies:
+                companies.add(company_id)
+                changed = True
+            if "name" in change:
+                if self.company_names.get(company_id, ABSENT) != change["name"]:
+                    changed = True
+                self.company_names[company_id] = change["name"]
+                self.attached_companies[company_id] = change["name"]
+            else:
+                self.attached_companies.setdefault(company_id, None)
         return changed
 
     @property
@@ -179,10 +250,10 @@ class Batch:
         return [c for c in self.contacts if c.changed_fields]
 
     def write(self, conn: psycopg.Connection) -> None:
-        """Write the net result: changed existing contacts, then new ones."""
+        """Write the net result: changed existing contacts, new ones, then their relations."""
         changed = [c for c in self.written if c.id is not None]
         new = sorted((c for c in self.contacts if c.id is None),
-                     key=lambda c: (c.external_id or "", c.email or ""))
+                     key=lambda c: (c.external_id or "", c.email or "", c.username or ""))
         if (changed or new) and not self.exclusive:
             conn.execute(queries["lock-tenant-writes-shared"], {"tenant_id": self.tenant_id})
         if changed:
@@ -194,9 +265,12 @@ class Batch:
                           **contact_arrays(changed)})
         if new:
             self.insert(conn, new)
+        self.write_relations(conn, [*changed, *new])
 
     def lock_and_check_versions(self, conn: psycopg.Connection, contacts: list[Contact]) -> None:
-        """Lock the contacts about to be updated; fail if any changed since step 1."""
+        """Lock the contacts about to be updated; fail if any changed since step 1.
+        Every change of a contact's links updates its row too, so the version
+        covers its tags, folders and companies as well."""
         locked = conn.execute(queries["lock-contacts-by-ids"],
                               {"tenant_id": self.tenant_id,
                                "ids": sorted(c.id for c in contacts)}).fetchall()
@@ -205,16 +279,68 @@ class Batch:
             raise SerializationFailure("a contact of the batch changed after it was read")
 
     def insert(self, conn: psycopg.Connection, new: list[Contact]) -> None:
-        """Insert new contacts and give each its id, found again by its key."""
+        """Insert new contacts and give each its id, found again by its first identity."""
         rows = conn.execute(queries["insert-contacts"],
                             {"tenant_id": self.tenant_id, **contact_arrays(new)}).fetchall()
-        by_external_id = {r["external_id"]: r["id"] for r in rows if r["external_id"] is not None}
-        by_email = {r["email"]: r["id"] for r in rows if r["external_id"] is None}
+        id_of = {first_identity(row): row["id"] for row in rows}
         for contact in new:
-            if contact.external_id is not None:
-                contact.id = by_external_id[contact.external_id]
-            else:
-                contact.id = by_email[contact.email]
+            contact.id = id_of[first_identity(vars(contact))]
+
+    def write_relations(self, conn: psycopg.Connection, written: list[Contact]) -> None:
+        """Write what changed of the written contacts' tags, folders and
+        companies: two statements for each relation a row changed, whatever
+        the batch's size (the catalogue's entries, then the links)."""
+        for relation in RELATIONS:
+            contacts = [c for c in written if relation in c.changed_fields]
+            if contacts:
+                entry_ids = self.ensure_entries(conn, relation)
+                conn.execute(LINK_WRITES[relation], {"tenant_id": self.tenant_id,
+                                                     **link_changes(contacts, relation, entry_ids)})
+
+    def ensure_entries(self, conn: psycopg.Connection, relation: str) -> dict[str, int]:
+        """The catalogue ids of every entry the rows added (key -> id), made when new."""
+        if relation == "companies":
+            return ensure_companies(conn, self.tenant_id, self.attached_companies)
+        entries = ensure_names(conn, relation, self.tenant_id, self.spellings[relation])
+        return {key: entry["id"] for key, entry in entries.items()}
+
+
+def first_identity(values: Any) -> tuple[str, str]:
+    """A new contact's key within its batch: its first identity and which one it is."""
+    identity = next(name for name in IDENTITIES if values[name] is not None)
+    return identity, values[identity]
+
+
+def change_names(current: set[str], changes: dict[str, list[str]], spellings: dict[str, str]) -> bool:
+    """Add and remove tag or folder names (compared lower-cased); note each
+    name added in its first spelling. True when the contact's set changed."""
+    changed = False
+    for name in changes["add"]:
+        key = name.lower()
+        if key not in current:
+            current.add(key)
+            spellings.setdefault(key, name)
+            changed = True
+    for name in changes["remove"]:
+        key = name.lower()
+        if key in current:
+            current.discard(key)
+            changed = True
+    return changed
+
+
+def link_changes(contacts: list[Contact], relation: str, entry_ids: dict[str, int]) -> dict[str, list[int]]:
+    """Parallel arrays of the links to add and to delete: (contact id, entry id)."""
+    added: list[tuple[int, int]] = []
+    removed: list[tuple[int, int]] = []
+    for contact in contacts:
+        assert contact.id is not None
+        keys, stored = contact.links[relation], contact.stored_links[relation]
+        added.extend((contact.id, entry_ids[key]) for key in keys - stored.keys())
+        removed.extend((contact.id, stored[key]) for key in stored.keys() - keys)
+    added.sort()  # concurrent batches insert links in the same order
+    return {"added_contact_ids": [a[0] for a in added], "added_ids": [a[1] for a in added],
+            "removed_contact_ids": [r[0] for r in removed], "removed_ids": [r[1] for r in removed]}
 
 
 def contact_arrays(contacts: list[Contact]) -> dict[str, list[Any]]:
@@ -222,24 +348,52 @@ def contact_arrays(contacts: list[Contact]) -> dict[str, list[Any]]:
     return {
         "external_ids": [c.external_id for c in contacts],
         "emails": [c.email for c in contacts],
+        "usernames": [c.username for c in contacts],
         "first_names": [c.first_name for c in contacts],
         "last_names": [c.last_name for c in contacts],
+        "names": [c.name for c in contacts],
         "phones": [c.phone for c in contacts],
         "locales": [c.locale for c in contacts],
         "opt_ins": [c.opt_in for c in contacts],
+        "statuses": [c.status for c in contacts],
+        "owner_ids": [c.owner_id for c in contacts],
+        "avatar_urls": [c.avatar_url for c in contacts],
         "attributes": [Jsonb(c.attributes) for c in contacts],
     }
 
 
+def stored_contact(record: dict[str, Any]) -> Contact:
+    """A Contact from a select-contacts-by-keys row: its links come as
+    [catalogue id, key] pairs (tag and folder names are compared lower-cased)."""
+    pairs = {relation: record.pop(relation) or [] for relation in RELATIONS}
+    stored_links = {relation: {key if relation == "companies" else key.lower(): entry_id
+                               for entry_id, key in pairs[relation]} for relation in RELATIONS}
+    return Contact(**record, links={relation: set(keys) for relation, keys in stored_links.items()},
+                   stored_links=stored_links)
+
+
 def read_contacts(conn: psycopg.Connection, tenant_id: int,
                   rows: list[tuple[int, dict[str, Any]]]) -> list[Contact]:
-    """Read, with their versions, every stored contact the rows can reach."""
-    external_ids = sorted({r["external_id"] for _, r in rows if r.get("external_id") is not None})
-    emails = sorted({r["email"] for _, r in rows if r.get("email") is not None})
-    records = conn.execute(queries["select-contacts-by-keys"],
-                           {"tenant_id": tenant_id, "external_ids": external_ids,
-                            "emails": emails}).fetchall()
-    return [Contact(**record) for record in records]
+    """Read, with their versions, every stored contact the rows can reach; with
+    their tags, folders and companies when a row changes any."""
+    keys = {identity: sorted({r[identity] for _, r in rows if r.get(identity) is not None})
+            for identity in IDENTITIES}
+    records = conn.execute(queries["select-contacts-by-keys"], {
+        "tenant_id": tenant_id, "external_ids": keys["external_id"], "emails": keys["email"],
+        "usernames": keys["username"],
+        "with_relations": any(name in r for _, r in rows for name in RELATIONS)}).fetchall()
+    return [stored_contact(record) for record in records]
+
+
+def read_company_names(conn: psycopg.Connection, tenant_id: int,
+                       rows: list[tuple[int, dict[str, Any]]]) -> dict[str, str | None]:
+    """The catalogue's name of every company a row sends (none when no row sends one)."""
+    company_ids = sorted({c["company_id"] for _, r in rows for c in r.get("companies", ())})
+    if not company_ids:
+        return {}
+    records = conn.execute(queries["select-company-names"],
+                           {"tenant_id": tenant_id, "company_ids": company_ids}).fetchall()
+    return {record["company_id"]: record["name"] for record in records}
 
 
 def plan_upsert(conn: psycopg.Connection, tenant_id: int,
@@ -252,7 +406,8 @@ def plan_upsert(conn: psycopg.Connection, tenant_id: int,
     """
     if exclusive:
         conn.execute(queries["lock-tenant-writes-exclusive"], {"tenant_id": tenant_id})
-    batch = Batch(tenant_id, read_contacts(conn, tenant_id, rows), exclusive)
+    batch = Batch(tenant_id, read_contacts(conn, tenant_id, rows),
+                  read_company_names(conn, tenant_id, rows), exclusive)
     batch.outcomes = [batch.apply_row(index, row) for index, row in rows]
     return batch
 

@@ -11,6 +11,7 @@ import re
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from marshmallow import (
@@ -33,6 +34,11 @@ ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_EMAIL_LENGTH = 254
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_TEXT = 2048
+MAX_URL_LENGTH = 2048
+MAX_CATALOGUE_NAME = 100
+MAX_NAMES_PER_ROW = 100  # tags (or folders) added and removed by one row
+MAX_COMPANIES_PER_ROW = 100
+STATUSES = ("auto", "optout", "spam")
 
 # (wire name, alias wire name, alias's loaded key, canonical loaded key)
 ALIASES = (
@@ -40,7 +46,7 @@ ALIASES = (
     ("locale", "language", "language", "locale"),
     ("attributes", "customFields", "custom_fields", "attributes"),
 )
-IDENTITY_NAMES = ("externalId", "userId", "email")
+IDENTITY_NAMES = ("externalId", "userId", "email", "username")
 
 
 FORBIDDEN_CHARS_MESSAGE = "must not contain NUL characters or unpaired surrogates."
@@ -224,17 +230,155 @@ def attribute_problem(key: str, value: Any) -> str | None:
     return f"Value of {key!r} must be a string, number, boolean or null."
 
 
-def optional_text(max_length: int, data_key: str) -> Text:
-    """A clearable free-text field (null clears it)."""
-    return Text(data_key=data_key, allow_none=True, validate=validate.Length(max=max_length))
-
-
 # What the custom fields enforce, said again for the OpenAPI document.
 IDENTIFIER_DOC = {"minLength": 1, "maxLength": 255, "description": "Trimmed; 1-255 characters."}
 LOCALE_DOC = {"maxLength": 35, "description": "A BCP 47 tag such as en or pt-BR."}
 ATTRIBUTES_DOC = {"maxProperties": MAX_ATTRIBUTES, "additionalProperties": ATTRIBUTE_VALUE,
                   "description": "Merged key by key; a key sent as null is removed. Keys are 1-64 "
                                  "characters of A-Z a-z 0-9 _ . -; strings at most 2048."}
+
+
+class Username(Text):
+    """A username (Inrō's identity): trimmed, 1-255 characters, lower-cased,
+    so that it matches case-insensitively, as email does."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not 1 <= len(text) <= 255:
+            raise ValidationError("Must be 1 to 255 characters after trimming white space.")
+        return text.lower()
+
+
+class Url(Text):
+    """An http(s) URL of at most 2048 characters, with a host."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if len(text) > MAX_URL_LENGTH:
+            raise ValidationError(f"A URL can have at most {MAX_URL_LENGTH} characters.")
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            parts = None
+        if (parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname
+                or any(ch.isspace() or not ch.isprintable() for ch in text)):
+            raise ValidationError("Must be an http:// or https:// URL with a host and no spaces.")
+        return text
+
+
+class NameChanges(fields.Field):
+    """Tags or folders to add and remove, by name: `{"add": [...], "remove": [...]}`.
+
+    Names are trimmed and 1-100 characters; a name sent twice (in any case)
+    counts once, and one row cannot add and remove the same name.
+    """
+
+    default_error_messages = {"invalid": 'Must be an object {{"add": [names], "remove": [names]}}.'}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any,
+                     **kwargs: Any) -> dict[str, list[str]]:
+        if not isinstance(value, dict):
+            raise self.make_error("invalid")
+        problems = [f"Unknown key {key[:70]!r}: use add and remove." for key in value
+                    if key not in ("add", "remove")]
+        loaded: dict[str, list[str]] = {}
+        for key in ("add", "remove"):
+            names = value.get(key, [])
+            if not isinstance(names, list):
+                problems.append(f"{key} must be an array of names.")
+                continue
+            first_spellings: dict[str, str] = {}
+            for item in names:
+                name = catalogue_name(item, key, problems)
+                if name is not None:
+                    first_spellings.setdefault(name.lower(), name)
+            loaded[key] = list(first_spellings.values())
+        if sum(len(names) for names in loaded.values()) > MAX_NAMES_PER_ROW:
+            problems.append(f"At most {MAX_NAMES_PER_ROW} names per contact.")
+        both = {n.lower() for n in loaded.get("add", [])} & {n.lower() for n in loaded.get("remove", [])}
+        if both:
+            problems.append(f"Names both added and removed: {sorted(both)[:5]}.")
+        if problems:
+            raise ValidationError(problems)
+        return {"add": loaded.get("add", []), "remove": loaded.get("remove", [])}
+
+
+def catalogue_name(item: Any, key: str, problems: list[str]) -> str | None:
+    """A tag or folder name, trimmed; None (and a problem noted) when it is not one."""
+    if not isinstance(item, str):
+        problems.append(f"Every name in {key} must be a string.")
+        return None
+    name = item.strip()
+    if not 1 <= len(name) <= MAX_CATALOGUE_NAME or FORBIDDEN_CHARS.search(name):
+        problems.append(f"Name {name[:70]!r} in {key} must be 1-{MAX_CATALOGUE_NAME} characters"
+                        f" (after trimming) and {FORBIDDEN_CHARS_MESSAGE}")
+        return None
+    return name
+
+
+class CatalogueName(Text):
+    """A tag or folder name: trimmed, 1-100 characters."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not 1 <= len(text) <= MAX_CATALOGUE_NAME:
+            raise ValidationError(f"Must be 1 to {MAX_CATALOGUE_NAME} characters after trimming white space.")
+        return text
+
+
+class CompanyChangeSchema(Schema):
+    """One company a row attaches (creating or renaming it) or detaches (`remove`)."""
+
+    class Meta:
+        unknown = RAISE
+
+    company_id = Identifier(data_key="companyId", required=True, metadata=IDENTIFIER_DOC)
+    name = Text(validate=validate.Length(max=255),
+                metadata={"description": "Sets the company's name in the catalogue."})
+    remove = StrictBoolean(load_default=False, metadata={"description": "Detach the company."})
+
+
+class CompanyChanges(fields.Field):
+    """A list of company changes, at most 100, each companyId once."""
+
+    default_error_messages = {"invalid": "Must be an array of objects with companyId, name and remove."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any,
+                     **kwargs: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        if len(value) > MAX_COMPANIES_PER_ROW:
+            raise ValidationError(f"At most {MAX_COMPANIES_PER_ROW} companies per contact.")
+        errors: dict[int, Any] = {}
+        loaded = []
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                errors[index] = ["Must be an object."]
+                continue
+            try:
+                loaded.append(company_change_schema.load(item))
+            except ValidationError as exc:
+                errors[index] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+        company_ids = [item["company_id"] for item in loaded]
+        if len(set(company_ids)) != len(company_ids):
+            raise ValidationError("Send each companyId once per contact.")
+        return loaded
+
+
+def optional_text(max_length: int, data_key: str) -> Text:
+    """A clearable free-text field (null clears it)."""
+    return Text(data_key=data_key, allow_none=True, validate=validate.Length(max=max_length))
+
+
+NAME_CHANGES_DOC = {
+    "type": "object", "additionalProperties": False,
+    "properties": {key: {"type": "array", "items": {"type": "string", "minLength": 1,
+                                                    "maxLength": MAX_CATALOGUE_NAME}}
+                   for key in ("add", "remove")},
+    "description": f"Names to add (created when new) and remove, compared case-insensitively; "
+                   f"at most {MAX_NAMES_PER_ROW} per contact."}
 
 
 class ContactRowSchema(Schema):
@@ -248,17 +392,32 @@ class ContactRowSchema(Schema):
                          metadata={**IDENTIFIER_DOC, "description": "Alias of externalId."})
     email = EmailAddress(metadata={"maxLength": MAX_EMAIL_LENGTH, "description": (
         "Matched case-insensitively: trimmed, validated and normalised, then lower-cased.")})
+    username = Username(metadata={**IDENTIFIER_DOC, "description": (
+        "A third identity, matched after externalId and email: trimmed, 1-255 characters, "
+        "matched case-insensitively (stored lower-cased).")})
     first_name = optional_text(255, "firstName")
     last_name = optional_text(255, "lastName")
+    name = optional_text(255, "name")
     phone = Phone(allow_none=True, metadata={
         "maxLength": 32, "description": "Digits, spaces and + - ( ) ., at least 3 digits."})
     locale = Locale(allow_none=True, metadata=LOCALE_DOC)
     language = Locale(allow_none=True,  # Inrō's name for locale
                       metadata={**LOCALE_DOC, "description": "Alias of locale."})
     opt_in = StrictBoolean(data_key="optIn", allow_none=True)
+    status = Text(validate=validate.OneOf(STATUSES), metadata={
+        "enum": list(STATUSES), "description": "auto (the default), optout or spam; independent of optIn."})
+    owner_id = optional_text(255, "ownerId")
+    avatar_url = Url(data_key="avatarUrl", allow_none=True, metadata={
+        "maxLength": MAX_URL_LENGTH, "format": "uri", "description": "An http(s) URL, or null."})
     attributes = Attributes(metadata=ATTRIBUTES_DOC)
     custom_fields = Attributes(data_key="customFields",  # AutoSend's name for attributes
                                metadata={**ATTRIBUTES_DOC, "description": "Alias of attributes."})
+    tags = NameChanges(metadata=NAME_CHANGES_DOC)
+    folders = NameChanges(metadata=NAME_CHANGES_DOC)
+    companies = CompanyChanges(metadata={
+        "type": "array", "maxItems": MAX_COMPANIES_PER_ROW,
+        "items": {"$ref": "#/components/schemas/CompanyChange"},
+        "description": "Attach (creating or renaming) or detach (remove: true) companies by companyId."})
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def check_identity(self, data: dict, original: Any, **kwargs: Any) -> None:
@@ -270,7 +429,7 @@ class ContactRowSchema(Schema):
             if name in original and alias in original:
                 errors.setdefault(alias, []).append(f"Send {name} or {alias}, not both.")
         if not any(name in original for name in IDENTITY_NAMES):
-            errors["_schema"] = ["A contact needs an externalId (or userId), an email, or both."]
+            errors["_schema"] = ["A contact needs an externalId (or userId), an email or a username."]
         if errors:
             raise ValidationError(errors)
 
@@ -316,12 +475,13 @@ class BulkRequestSchema(Schema):
 
 
 MAX_FEED_PAGE = 1000
-LOOKUP_PARAMETERS = ("email", "externalId")
+MAX_CATALOGUE_PAGE = 1000
+LOOKUP_PARAMETERS = ("email", "externalId", "username")
 FEED_PARAMETERS = ("updatedSince", "limit", "cursor")
 
 
 class ContactsQuerySchema(Schema):
-    """GET /contacts: a look-up (email or externalId) or the change feed
+    """GET /contacts: a look-up (email, externalId or username) or the change feed
     (updatedSince, limit, cursor); the two do not mix."""
 
     class Meta:
@@ -329,6 +489,7 @@ class ContactsQuerySchema(Schema):
 
     email = EmailAddress()
     external_id = Identifier(data_key="externalId")
+    username = Username()
     updated_since = fields.AwareDateTime(data_key="updatedSince", format="iso")
     limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_FEED_PAGE))
     cursor = fields.String(validate=validate.Length(max=512))
@@ -338,10 +499,32 @@ class ContactsQuerySchema(Schema):
         """One look-up key, or feed parameters, or nothing (the feed from the start)."""
         lookups = [name for name in LOOKUP_PARAMETERS if name in original]
         if len(lookups) > 1 or (lookups and any(name in original for name in FEED_PARAMETERS)):
-            raise ValidationError("Look up by email or by externalId, or read the feed "
+            raise ValidationError("Look up by email, externalId or username, or read the feed "
                                   "(updatedSince, limit, cursor): one of these per request.")
         if "cursor" in original and "updatedSince" in original:
             raise ValidationError("A cursor carries its updatedSince: send one or the other.")
+
+
+class NewCatalogueEntrySchema(Schema):
+    """POST /tags, POST /folders: the name of the entry to make."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = CatalogueName(required=True, metadata={
+        "minLength": 1, "maxLength": MAX_CATALOGUE_NAME,
+        "description": "Trimmed; unique per tenant compared case-insensitively."})
+
+
+class CataloguePageQuerySchema(Schema):
+    """GET /tags, /folders, /companies: a page in catalogue id order."""
+
+    class Meta:
+        unknown = RAISE
+
+    after = fields.Integer(load_default=0, validate=validate.Range(0, 2 ** 63 - 1), metadata={
+        "description": "nextAfter of the previous page; 0 (the default) starts at the beginning."})
+    limit = fields.Integer(load_default=MAX_CATALOGUE_PAGE, validate=validate.Range(1, MAX_CATALOGUE_PAGE))
 
 
 # The answers. Views build them from SQL and plain dicts; these schemas
@@ -355,26 +538,53 @@ class ContactSchema(Schema):
     id = fields.Integer(required=True)
     external_id = fields.String(data_key="externalId", required=True, allow_none=True)
     email = fields.String(required=True, allow_none=True)
+    username = fields.String(required=True, allow_none=True)
     first_name = fields.String(data_key="firstName", required=True, allow_none=True)
     last_name = fields.String(data_key="lastName", required=True, allow_none=True)
+    name = fields.String(required=True, allow_none=True)
     phone = fields.String(required=True, allow_none=True)
     locale = fields.String(required=True, allow_none=True)
     opt_in = fields.Boolean(data_key="optIn", required=True, allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    owner_id = fields.String(data_key="ownerId", required=True, allow_none=True)
+    avatar_url = fields.String(data_key="avatarUrl", required=True, allow_none=True)
     attributes = fields.Dict(required=True, metadata={"additionalProperties": ATTRIBUTE_VALUE})
+    tags = fields.List(fields.Nested("CatalogueEntrySchema"), required=True,
+                       metadata={"description": "Sorted by id."})
+    folders = fields.List(fields.Nested("CatalogueEntrySchema"), required=True,
+                          metadata={"description": "Sorted by id."})
+    companies = fields.List(fields.Nested("CompanySchema"), required=True,
+                            metadata={"description": "Sorted by the catalogue's id."})
     created_at = fields.DateTime(data_key="createdAt", required=True)
     updated_at = fields.DateTime(data_key="updatedAt", required=True)
 
 
+class CatalogueEntrySchema(Schema):
+    """A tag or a folder of the tenant's catalogue."""
+
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+
+
+class CompanySchema(Schema):
+    """A company of the tenant's catalogue, by the client's companyId."""
+
+    company_id = fields.String(data_key="companyId", required=True)
+    name = fields.String(required=True, allow_none=True)
+
+
 class ConflictSchema(Schema):
-    """Who holds a row's externalId and its email (null: nobody)."""
+    """Who holds a row's externalId, email and username (null: nobody)."""
 
     external_id_contact_id = fields.Integer(data_key="externalIdContactId", required=True,
                                             allow_none=True)
     email_contact_id = fields.Integer(data_key="emailContactId", required=True, allow_none=True)
+    username_contact_id = fields.Integer(data_key="usernameContactId", allow_none=True)
     external_id_row_index = fields.Integer(
         data_key="externalIdRowIndex", allow_none=True,
         metadata={"description": "The earlier row of this request that creates that contact."})
     email_row_index = fields.Integer(data_key="emailRowIndex", allow_none=True)
+    username_row_index = fields.Integer(data_key="usernameRowIndex", allow_none=True)
 
 
 class FailureSchema(Schema):
@@ -457,14 +667,37 @@ class ErrorResponseSchema(Schema):
     error = fields.Nested(ErrorSchema, required=True)
 
 
+class CatalogueEntryResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.Nested(CatalogueEntrySchema, required=True)
+
+
+class CataloguePageResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.List(fields.Nested(CatalogueEntrySchema), required=True)
+    has_more = fields.Boolean(data_key="hasMore", required=True)
+    next_after = fields.Integer(data_key="nextAfter", required=True, allow_none=True,
+                                metadata={"description": "Send as after for the next page; null: none."})
+
+
+class CompanyPageResponseSchema(Schema):
+    success = fields.Boolean(required=True)
+    data = fields.List(fields.Nested(CompanySchema), required=True)
+    has_more = fields.Boolean(data_key="hasMore", required=True)
+    next_after = fields.Integer(data_key="nextAfter", required=True, allow_none=True)
+
+
 class StatusSchema(Schema):
     status = fields.String(required=True)
 
 
 contact_row_schema = ContactRowSchema()
+company_change_schema = CompanyChangeSchema()
 contact_upsert_schema = ContactUpsertSchema()
 bulk_request_schema = BulkRequestSchema()
 contacts_query_schema = ContactsQuerySchema()
+new_catalogue_entry_schema = NewCatalogueEntrySchema()
+catalogue_page_query_schema = CataloguePageQuerySchema()
 
 # wire name -> (loaded key, field) of every row field.
 ROW_FIELD_BY_WIRE_NAME = {field.data_key or name: (name, field)

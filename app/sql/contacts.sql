@@ -3,15 +3,29 @@
 -- statements.
 
 -- name: select-contacts-by-keys
--- Read every stored contact that the batch's externalIds or emails can reach,
--- with its row version (xmin). No lock here: a re-sync of unchanged contacts
--- then costs no lock writes at all; lock-contacts-by-ids locks only what the
--- batch will change.
-SELECT id, xmin::text AS version, external_id, email, first_name, last_name,
-       phone, locale, opt_in, attributes
-FROM contacts
-WHERE tenant_id = %(tenant_id)s
-  AND (external_id = ANY(%(external_ids)b::text[]) OR email = ANY(%(emails)b::text[]));
+-- Read every stored contact that the batch's externalIds, emails or usernames
+-- can reach, with its row version (xmin). No lock here: a re-sync of
+-- unchanged contacts then costs no lock writes at all; lock-contacts-by-ids
+-- locks only what the batch will change. With with_relations (some row
+-- changes tags, folders or companies) each contact's links come too, as
+-- [catalogue id, key] pairs; without it the subqueries stop at their
+-- one-time filter and cost nothing.
+SELECT c.id, c.xmin::text AS version, c.external_id, c.email, c.username, c.first_name,
+       c.last_name, c.name, c.phone, c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url,
+       c.attributes,
+       (SELECT json_agg(json_build_array(t.id, t.name))
+        FROM contact_tags AS l JOIN tags AS t ON t.tenant_id = l.tenant_id AND t.id = l.tag_id
+        WHERE %(with_relations)s AND l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS tags,
+       (SELECT json_agg(json_build_array(f.id, f.name))
+        FROM contact_folders AS l JOIN folders AS f ON f.tenant_id = l.tenant_id AND f.id = l.folder_id
+        WHERE %(with_relations)s AND l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS folders,
+       (SELECT json_agg(json_build_array(o.id, o.company_id))
+        FROM contact_companies AS l JOIN companies AS o ON o.tenant_id = l.tenant_id AND o.id = l.company_id
+        WHERE %(with_relations)s AND l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS companies
+FROM contacts AS c
+WHERE c.tenant_id = %(tenant_id)s
+  AND (c.external_id = ANY(%(external_ids)b::text[]) OR c.email = ANY(%(emails)b::text[])
+       OR c.username = ANY(%(usernames)b::text[]));
 
 -- name: select-known-emails
 -- Which of these lower-cased addresses the tenant's contacts already hold:
@@ -46,40 +60,51 @@ FOR UPDATE;
 
 -- name: update-contacts
 -- Write the final state of every changed, existing contact in one statement.
--- Emails may move between these rows; the email constraint is checked at the
--- end of the statement (schema.sql), so the order of the rows does not matter.
+-- Emails and usernames may move between these rows; their constraints are
+-- checked at the end of the statement (schema.sql), so the order of the rows
+-- does not matter. A change of links only updates the row too: it moves the
+-- contact in the feed and its version, which concurrent batches check.
 UPDATE contacts AS c
 SET external_id = r.external_id,
     email       = r.email,
+    username    = r.username,
     first_name  = r.first_name,
     last_name   = r.last_name,
+    name        = r.name,
     phone       = r.phone,
     locale      = r.locale,
     opt_in      = r.opt_in,
+    status      = r.status,
+    owner_id    = r.owner_id,
+    avatar_url  = r.avatar_url,
     attributes  = r.attributes,
     updated_at  = now(),
     change_xid  = pg_current_xact_id()
-FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[], %(emails)b::text[],
-            %(first_names)b::text[], %(last_names)b::text[], %(phones)b::text[],
-            %(locales)b::text[], %(opt_ins)b::boolean[], %(attributes)b::jsonb[])
-     AS r (id, external_id, email, first_name, last_name, phone, locale, opt_in, attributes)
+FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[], %(emails)b::text[], %(usernames)b::text[],
+            %(first_names)b::text[], %(last_names)b::text[], %(names)b::text[], %(phones)b::text[],
+            %(locales)b::text[], %(opt_ins)b::boolean[], %(statuses)b::text[], %(owner_ids)b::text[],
+            %(avatar_urls)b::text[], %(attributes)b::jsonb[])
+     AS r (id, external_id, email, username, first_name, last_name, name, phone, locale, opt_in,
+           status, owner_id, avatar_url, attributes)
 WHERE c.tenant_id = %(tenant_id)s AND c.id = r.id;
 
 -- name: insert-contacts
 -- Create every new contact of the batch in one statement, in the order of the
 -- arrays (the engine sorts them by key, so concurrent batches insert the same
--- keys in the same order). RETURNING gives the ids back by key.
-INSERT INTO contacts (tenant_id, external_id, email, first_name, last_name,
-                      phone, locale, opt_in, attributes)
-SELECT %(tenant_id)s, r.external_id, r.email, r.first_name, r.last_name,
-       r.phone, r.locale, r.opt_in, r.attributes
-FROM unnest(%(external_ids)b::text[], %(emails)b::text[], %(first_names)b::text[],
-            %(last_names)b::text[], %(phones)b::text[], %(locales)b::text[],
-            %(opt_ins)b::boolean[], %(attributes)b::jsonb[])
-     WITH ORDINALITY AS r (external_id, email, first_name, last_name, phone,
-                           locale, opt_in, attributes, ord)
+-- keys in the same order). RETURNING gives the ids back with the identities,
+-- by which the engine finds each contact's id.
+INSERT INTO contacts (tenant_id, external_id, email, username, first_name, last_name, name,
+                      phone, locale, opt_in, status, owner_id, avatar_url, attributes)
+SELECT %(tenant_id)s, r.external_id, r.email, r.username, r.first_name, r.last_name, r.name,
+       r.phone, r.locale, r.opt_in, r.status, r.owner_id, r.avatar_url, r.attributes
+FROM unnest(%(external_ids)b::text[], %(emails)b::text[], %(usernames)b::text[],
+            %(first_names)b::text[], %(last_names)b::text[], %(names)b::text[], %(phones)b::text[],
+            %(locales)b::text[], %(opt_ins)b::boolean[], %(statuses)b::text[], %(owner_ids)b::text[],
+            %(avatar_urls)b::text[], %(attributes)b::jsonb[])
+     WITH ORDINALITY AS r (external_id, email, username, first_name, last_name, name, phone,
+                           locale, opt_in, status, owner_id, avatar_url, attributes, ord)
 ORDER BY r.ord
-RETURNING id, external_id, email;
+RETURNING id, external_id, email, username;
 
 -- name: select-contact-by-id
 -- GET /contacts/{id}, and a write door's read-back of the contact it wrote.
@@ -98,6 +123,12 @@ WHERE c.tenant_id = %(tenant_id)s AND c.email = %(email)s;
 SELECT contact_json(c) AS contact
 FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s AND c.external_id = %(external_id)s;
+
+-- name: select-contact-by-username
+-- GET /contacts?username=: username as stored (trimmed and lower-cased by the caller).
+SELECT contact_json(c) AS contact
+FROM contacts AS c
+WHERE c.tenant_id = %(tenant_id)s AND c.username = %(username)s;
 
 -- name: select-contact-changes
 -- One page of the change feed: contacts after the cursor's position in

@@ -1,8 +1,8 @@
-"""Contact reads blueprint: one contact by id, look-ups by email or externalId,
+"""Contact reads blueprint: one contact by id, look-ups by email, externalId or username,
 and the change feed. All need `contacts:read`; the tenant comes from the token.
 
 | GET /contacts/{id}                                 | the contact, or 404            |
-| GET /contacts?email=... / ?externalId=...          | `data`: a list of 0 or 1       |
+| GET /contacts?email= / ?externalId= / ?username=   | `data`: a list of 0 or 1       |
 | GET /contacts?updatedSince=...&limit=...&cursor=... | a page of the change feed     |
 """
 
@@ -34,13 +34,13 @@ def get_contact(contact_id: int):
 @bp.get("/contacts")
 @require_scope("contacts:read")
 def list_contacts():
-    """A look-up by email or externalId, else a page of the change feed."""
+    """A look-up by email, externalId or username, else a page of the change feed."""
     query = load_query()
     tenant_id = g.principal.tenant_id
-    if "email" in query or "external_id" in query:
+    if query.keys() & {"email", "external_id", "username"}:
         with get_conn() as conn:
             contact = find_contact(conn, tenant_id, email=query.get("email"),
-                                   external_id=query.get("external_id"))
+                                   external_id=query.get("external_id"), username=query.get("username"))
         return {"success": True, "data": [] if contact is None else [contact]}
     position = feed_position(query)
     with get_conn() as conn:

@@ -50,10 +50,13 @@ TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False,
 
 # The schemas the document names as components (#/components/schemas/ContactRow ...).
 COMPONENT_SCHEMAS = (
-    schemas.ContactRowSchema, schemas.ContactUpsertSchema, schemas.BulkRequestSchema,
+    schemas.ContactRowSchema, schemas.CompanyChangeSchema, schemas.ContactUpsertSchema,
+    schemas.BulkRequestSchema, schemas.CatalogueEntrySchema, schemas.CompanySchema,
     schemas.ContactSchema, schemas.BulkResponseSchema, schemas.UpsertResponseSchema,
     schemas.ContactResponseSchema, schemas.ContactListResponseSchema, schemas.FeedPageResponseSchema,
-    schemas.ErrorResponseSchema, schemas.StatusSchema,
+    schemas.ErrorResponseSchema, schemas.StatusSchema, schemas.NewCatalogueEntrySchema,
+    schemas.CatalogueEntryResponseSchema, schemas.CataloguePageResponseSchema,
+    schemas.CompanyPageResponseSchema,
 )
 
 
@@ -78,6 +81,15 @@ def bulk_operation(summary: str, description: str, max_rows: int) -> dict[str, A
         "responses": {200: json_body("BulkResponse", "The request was valid; every row is reported."),
                       **error_responses(*WRITE_ERRORS)},
     }}
+
+
+def catalogue_page_operation(summary: str, response: str) -> dict[str, Any]:
+    """GET of a catalogue: a page in id order, `after` the previous page's nextAfter."""
+    return {"summary": summary, "tags": ["catalogues"], "x-required-scope": "contacts:read",
+            "parameters": [{"in": "query", "schema": schemas.CataloguePageQuerySchema}, TENANT_HEADER],
+            "responses": {200: json_body(response, "A page in catalogue id order."),
+                          **error_responses(400, *READ_ERRORS,
+                                            status_400="invalid_request: a bad after or limit.")}}
 
 
 def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
@@ -121,7 +133,7 @@ def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
         },
         "get": {
             "summary": "Look a contact up, or read the change feed", "tags": ["contacts"],
-            "description": "With email or externalId: 0 or 1 contact. Otherwise a page of the "
+            "description": "With email, externalId or username: 0 or 1 contact. Otherwise a page of the "
                            "feed: follow nextCursor until hasMore is false, and resume from the "
                            "last nextCursor later; no change is ever skipped.",
             "x-required-scope": "contacts:read",
@@ -143,6 +155,23 @@ def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
         "responses": {200: json_body("ContactResponse", "The contact."),
                       **error_responses(*READ_ERRORS, 404)},
     }})
+    for kind, singular in (("tags", "tag"), ("folders", "folder")):
+        spec.path(f"/{kind}", operations={
+            "get": catalogue_page_operation(f"The tenant's {kind}", "CataloguePageResponse"),
+            "post": {
+                "summary": f"Make a {singular} (or answer the one of that name)", "tags": ["catalogues"],
+                "parameters": [TENANT_HEADER], "x-required-scope": "contacts:write",
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": "NewCatalogueEntry"}}},
+                "responses": {201: json_body("CatalogueEntryResponse", "Made."),
+                              200: json_body("CatalogueEntryResponse",
+                                             "It existed (names compare case-insensitively)."),
+                              **error_responses(400, 401, 403, 413, 415, 429, 503, status_400=(
+                                  "invalid_json, invalid_request, or validation_failed "
+                                  "(details.errors: the name's problems)."))},
+            }})
+    spec.path("/companies", operations={
+        "get": catalogue_page_operation("The tenant's companies", "CompanyPageResponse")})
     public = {"security": [], "tags": ["service"]}
     spec.path("/health", operations={"get": {
         **public, "summary": "The process is up",
