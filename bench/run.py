@@ -5,7 +5,8 @@ Phases, all in one run so that they share machine, database and data:
 1. database (DATABASE_URL, else embedded under .data/bench), schema, 200k
    seeded contacts in tenants bench-0..bench-9, one token per tenant;
 2. gunicorn (2 sync workers) on a free 127.0.0.1 port;
-3. per scenario (mixed-1000, mixed-100, resync-1000): the service from 2
+3. per scenario (mixed-1000, mixed-100, resync-1000, relations-1000: mixed
+   rows that also add 2 tags and set 1 company): the service from 2
    client threads, then the floor (app.engine.upsert.upsert_contacts on
    pre-validated rows) from 2 threads, same shapes, fresh keys; all of it
    in 3 interleaved rounds, so that the machine's drift is shared fairly;
@@ -58,7 +59,7 @@ from bench.workload import SCENARIOS, THREADS, Batch, Workload
 # seconds and swings most. TIME_LIMIT_S cuts a scenario short on a slower or
 # busy machine. The floor runs the same counts: same shapes, same rows.
 # They are sent in ROUNDS rounds, each a third of every scenario (run_rounds).
-REQUESTS_PER_THREAD = {"mixed-1000": 180, "mixed-100": 999, "resync-1000": 399}
+REQUESTS_PER_THREAD = {"mixed-1000": 180, "mixed-100": 999, "resync-1000": 399, "relations-1000": 150}
 ROUNDS = 3
 WARMUP_PER_THREAD = 2
 TIME_LIMIT_S = 40.0

@@ -112,7 +112,7 @@ def stored_contact(n: int) -> dict[str, Any]:
 
 
 def reset_bench_tenants(conn: psycopg.Connection) -> int:
-    """Delete the bench tenants with their contacts, tokens and events; nothing else."""
+    """Delete the bench tenants with their contacts, catalogues, tokens and events; nothing else."""
     with conn.transaction():
         ids = [r["id"] for r in conn.execute(
             "SELECT id FROM tenants WHERE slug = ANY(%s)", [list(TENANT_SLUGS)])]
@@ -121,6 +121,8 @@ def reset_bench_tenants(conn: psycopg.Connection) -> int:
         deleted = conn.execute("DELETE FROM contacts WHERE tenant_id = ANY(%s)", [ids]).rowcount
         conn.execute("DELETE FROM api_tokens WHERE tenant_id = ANY(%s)", [ids])
         conn.execute("DELETE FROM webhook_events WHERE tenant_id = ANY(%s)", [ids])
+        for catalogue in ("tags", "folders", "companies"):  # their links went with the contacts
+            conn.execute(f"DELETE FROM {catalogue} WHERE tenant_id = ANY(%s)", [ids])
         conn.execute("DELETE FROM tenants WHERE id = ANY(%s)", [ids])
     return deleted
 

@@ -66,7 +66,20 @@ class Batch:
 
 def to_wire(row: dict[str, Any]) -> dict[str, Any]:
     """A validated row back in its wire spelling."""
-    return {WIRE_NAMES[name]: value for name, value in row.items()}
+    wire = {WIRE_NAMES[name]: value for name, value in row.items() if name in WIRE_NAMES}
+    if "tags" in row:
+        wire["tags"] = {"add": row["tags"]["add"]}
+    if "companies" in row:
+        wire["companies"] = [{"companyId": c["company_id"], "name": c["name"]} for c in row["companies"]]
+    return wire
+
+
+def with_relations(row: dict[str, Any], n: int) -> dict[str, Any]:
+    """The row adding 2 tags and setting 1 company too (of small catalogues, so
+    that most already exist: the usual case of a CRM sync)."""
+    return {**row, "tags": {"add": [f"segment-{n % 20}", f"source-{n % 5}"], "remove": []},
+            "companies": [{"company_id": f"company-{n % 50}", "name": f"Company {n % 50}",
+                           "remove": False}]}
 
 
 def mixed_case_email(n: int) -> str:
@@ -107,8 +120,9 @@ class Workload:
                 "locale": "en", "opt_in": self.new_serial % 2 == 0,
                 "attributes": {"plan": "free", "seats": 1, "vip": False}}
 
-    def mixed(self, size: int) -> Batch:
-        """Half updates of existing contacts (mixed-case email, new rev), half new ones."""
+    def mixed(self, size: int, relations: bool = False) -> Batch:
+        """Half updates of existing contacts (mixed-case email, new rev), half new
+        ones; with `relations`, every row also adds 2 tags and sets 1 company."""
         tenant = self.next_tenant()
         existing = self.take(self.next_updatable, tenant, UPDATABLE, size // 2)
         rows, wire = [], []
@@ -117,11 +131,15 @@ class Workload:
             update = {"external_id": f"ext-{n}", "email": f"user{n}@example.com",
                       "first_name": f"First{n}", "attributes": {"rev": next(_revisions)}}
             new = self.new_row()
+            if relations:
+                update, new = with_relations(update, n), with_relations(new, self.new_serial)
             rows += [update, new]
             wire += [{**to_wire(update), "email": mixed_case_email(n)}, to_wire(new)]
         new_count = size - len(existing)
         for _ in range(new_count - len(existing)):  # odd sizes: one more new row
             new = self.new_row()
+            if relations:
+                new = with_relations(new, self.new_serial)
             rows.append(new)
             wire.append(to_wire(new))
         return Batch(tenant, list(enumerate(rows)), wire, created=new_count,
@@ -138,8 +156,9 @@ class Workload:
     def batches(self, scenario: str, count: int) -> list[Batch]:
         """`count` batches of a named scenario (see SCENARIOS)."""
         kind, size = SCENARIOS[scenario]
-        build = self.mixed if kind == "mixed" else self.resync
-        return [build(size) for _ in range(count)]
+        if kind == "resync":
+            return [self.resync(size) for _ in range(count)]
+        return [self.mixed(size, relations=kind == "mixed-relations") for _ in range(count)]
 
 
 # name -> (kind, rows per batch)
@@ -147,4 +166,6 @@ SCENARIOS = {
     "mixed-1000": ("mixed", 1000),
     "mixed-100": ("mixed", 100),
     "resync-1000": ("resync", 1000),
+    # mixed-1000 whose rows also add 2 tags and set 1 company (DESIGN 8)
+    "relations-1000": ("mixed-relations", 1000),
 }

@@ -127,3 +127,17 @@ def test_tenants_do_not_get_each_others_events(client, headers, db, tenant, webh
     post_bulk(client, auth_headers(make_token(other)), [{"externalId": "a"}], runWorkflow=True)
     assert stored_events(db, tenant["id"]) == []
     assert [e["contact"]["externalId"] for e in stored_events(db, other["id"])] == ["a"]
+
+
+def test_a_change_of_relations_is_named_in_the_event_with_the_whole_contact(client, headers, db, tenant,
+                                                                           webhook):
+    assert post_bulk(client, headers, [{"externalId": "a", "tags": {"add": ["vip"]}}]).status_code == 200
+    post_bulk(client, headers, [
+        {"externalId": "a", "tags": {"add": ["VIP", "new"]}, "username": "Ann",
+         "companies": [{"companyId": "6", "name": "Blue Sun"}], "folders": {"remove": ["none"]}},
+    ], runWorkflow=True)
+    [event] = stored_events(db, tenant["id"])
+    assert event["changed_fields"] == ["username", "tags", "companies"]
+    assert [t["name"] for t in event["contact"]["tags"]] == ["vip", "new"]
+    assert event["contact"]["companies"] == [{"companyId": "6", "name": "Blue Sun"}]
+    assert event["contact"]["username"] == "ann"
