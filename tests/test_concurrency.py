@@ -38,12 +38,7 @@ def test_overlapping_concurrent_batches_all_succeed(make_app, headers, db, tenan
             if data is None or data["failedCount"] != 0:
                 errors.append(f"{response.status_code}: {response.get_json()}")
 
-    threads = [threading.Thread(target=sender, args=(seed,)) for seed in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
+    run_senders(sender)
     assert errors == []
 
     stored = stored_contacts(db, tenant["id"])
@@ -93,12 +88,7 @@ def test_concurrent_batches_adding_and_removing_tags_lose_no_link(make_app, head
             if data is None or data["failedCount"] != 0:
                 errors.append(f"{response.status_code}: {response.get_json()}")
 
-    threads = [threading.Thread(target=sender, args=(seed,)) for seed in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
+    run_senders(sender)
     assert errors == []
 
     expected: dict[str, tuple[set[str], set[str]]] = {}
@@ -113,3 +103,13 @@ def test_concurrent_batches_adding_and_removing_tags_lose_no_link(make_app, head
     names = [row["name"].lower() for row in db.execute("SELECT name FROM tags").fetchall()]
     assert len(names) == len(set(names))
     assert db.execute("SELECT count(*) AS n FROM companies").fetchone()["n"] == THREADS
+
+
+def run_senders(sender) -> None:
+    """Run `sender(seed)` on THREADS threads at once and wait for all of them."""
+    threads = [threading.Thread(target=sender, args=(seed,)) for seed in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
