@@ -1,4 +1,4 @@
-"""Settings from environment variables, with the defaults the README documents."""
+"""Settings from environment variables, with the defaults docs/operations.md documents."""
 
 import os
 import re

@@ -33,5 +33,5 @@ def test_generated_requests_get_no_5xx_and_documented_answers(app, headers):
             case.validate_response(response, checks=CHECKS)
 
         check()
-    print(f"schemathesis: {calls} generated requests")  # the README's figure (pytest -rP)
+    print(f"schemathesis: {calls} generated requests")  # docs/guarantees.md quotes it (pytest -rP)
     assert calls >= 1000

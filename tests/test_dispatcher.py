@@ -19,7 +19,7 @@ from app.workers.dispatcher import DispatchSettings, dispatch_one, purge
 from app.workers.webhooks import iso_timestamp
 from tests.receiver import Answer
 from tests.support import auth_headers, post_bulk, stored_contacts, stored_events
-from tests.test_webhooks import readme_verifier
+from tests.test_webhooks import documented_verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def test_an_event_arrives_signed_with_the_documented_body(app, client, headers, 
               runWorkflow=True)
     assert drain(app) == 1
     [request] = receiver.requests
-    assert readme_verifier()(secret, request.headers, request.body)
+    assert documented_verifier()(secret, request.headers, request.body)
     body = json.loads(request.body)
     assert list(body) == ["type", "timestamp", "data"]
     assert body["type"] == "contact.created"
@@ -78,7 +78,7 @@ def test_failed_attempts_are_retried_with_the_same_webhook_id(app, client, heade
     assert drain(app) == 3
     requests = receiver.wait_for(3)
     assert len({r.headers["webhook-id"] for r in requests}) == 1
-    assert all(readme_verifier()(secret, r.headers, r.body) for r in requests)
+    assert all(documented_verifier()(secret, r.headers, r.body) for r in requests)
     assert len({r.body for r in requests}) == 1  # the same event each time
     [event] = stored_events(db, tenant["id"])
     assert (event["status"], event["attempts"], event["last_error"]) == ("delivered", 3, None)
@@ -154,7 +154,7 @@ def test_a_disabled_webhook_holds_its_events_until_enabled_again(app, client, he
     enabled = runner.invoke(args=["tenants", "set-webhook", "acme"])
     assert enabled.exit_code == 0 and "whsec_" not in enabled.output  # the same secret
     assert drain(app) == 1
-    assert readme_verifier()(secret, receiver.requests[0].headers, receiver.requests[0].body)
+    assert documented_verifier()(secret, receiver.requests[0].headers, receiver.requests[0].body)
 
 
 def test_each_tenant_gets_its_own_events_signed_with_its_own_secret(app, client, headers, db, tenant,
@@ -166,7 +166,7 @@ def test_each_tenant_gets_its_own_events_signed_with_its_own_secret(app, client,
     post_bulk(client, auth_headers(make_token(other)), [{"externalId": "b"}], runWorkflow=True)
     assert drain(app) == 2
     by_tenant = {json.loads(r.body)["data"]["tenant"]: r for r in receiver.requests}
-    verify = readme_verifier()
+    verify = documented_verifier()
     assert verify(secret, by_tenant["acme"].headers, by_tenant["acme"].body)
     assert verify(other_secret, by_tenant["globex"].headers, by_tenant["globex"].body)
     assert not verify(secret, by_tenant["globex"].headers, by_tenant["globex"].body)

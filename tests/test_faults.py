@@ -152,7 +152,7 @@ def test_a_postgres_restart_under_load_is_answered_and_survived(postgres, mode):
     served_again = min(a.ended for a in answers if a.status == 200 and a.ended > back)
     print(f"{mode} restart: {len(answers)} answers, {len(refused)} of them 503, slowest "
           f"{max(a.ended - a.started for a in answers):.2f} s, serving {served_again - back:.2f} s "
-          "after the database was back")  # the README's figures (pytest -rP)
+          "after the database was back")  # docs/guarantees.md quotes them (pytest -rP)
     assert served_again - back < RECOVERY_LIMIT_S
     late = [a for a in answers if a.started > back + RECOVERY_LIMIT_S]
     assert late and all(a.status == 200 for a in late)  # serving, not merely one lucky answer
@@ -252,7 +252,7 @@ def test_ledger_idempotent_retries_through_a_restart_and_a_killed_worker(postgre
           f"{len(answers)} requests: {sum(a.status == 503 for a in answers)} answered 503, "
           f"{sum(a.status == 409 for a in answers)} 409, {sum(a.status is None for a in answers)} "
           f"dropped, {sum(c.replayed for c in clients)} "
-          "replayed")  # the README's figures (pytest -rP)
+          "replayed")  # docs/guarantees.md quotes them (pytest -rP)
     assert any(a.status == 503 for a in answers), "no request met the outage"
 
     # Every batch acknowledged, and fully present.
