@@ -257,3 +257,68 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (tenant_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_expires_idx ON idempotency_keys (expires_at);
+
+-- Batch tasks (DESIGN 10): a write accepted now and applied in the
+-- background. The submitting request stores the task and its chunks in its
+-- own transaction; workers (`tasks run`) apply one chunk per transaction, and
+-- that transaction also adds the chunk's outcomes to the counters here, so
+-- the counters always equal the results stored. kind names the door whose
+-- rows the chunks hold: the native row format, or Inrō's resolved updates.
+CREATE TABLE IF NOT EXISTS batch_tasks (
+    tenant_id       bigint NOT NULL REFERENCES tenants (id),
+    id              bigint GENERATED ALWAYS AS IDENTITY,
+    kind            text NOT NULL CHECK (kind IN ('contacts.bulk_update', 'inro.contacts.bulk')),
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN (
+                        'pending', 'running', 'completed', 'completed_with_errors', 'cancelled', 'failed')),
+    run_workflow    boolean NOT NULL DEFAULT false,
+    total_count     integer NOT NULL CHECK (total_count >= 0),
+    processed_count integer NOT NULL DEFAULT 0,
+    created_count   integer NOT NULL DEFAULT 0,
+    updated_count   integer NOT NULL DEFAULT 0,
+    unchanged_count integer NOT NULL DEFAULT 0,
+    failed_count    integer NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    completed_at    timestamptz,
+    PRIMARY KEY (tenant_id, id)
+);
+-- What the purge scans for: finished tasks by age.
+CREATE INDEX IF NOT EXISTS batch_tasks_finished_idx
+    ON batch_tasks (completed_at) WHERE completed_at IS NOT NULL;
+
+-- A task's rows, about 500 per chunk, in the order they were sent. position
+-- is the submission order across all tasks: a worker only claims the
+-- tenant's oldest pending chunk, so a tenant's chunks apply in that order.
+-- rows is json (not jsonb): the rows exactly as sent, parsed by the worker as
+-- the synchronous door parses them; it is emptied once the chunk is applied,
+-- and results then holds one outcome per row. A claim is a lease (lease_id
+-- until lease_until, counted in attempts); the applying transaction holds
+-- the chunk's row lock and checks the lease, so a chunk is applied once.
+CREATE TABLE IF NOT EXISTS batch_task_chunks (
+    tenant_id   bigint NOT NULL,
+    task_id     bigint NOT NULL,
+    seq         integer NOT NULL,
+    position    bigint GENERATED ALWAYS AS IDENTITY,
+    first_index integer NOT NULL,
+    row_count   integer NOT NULL,
+    state       text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'skipped')),
+    rows        json,
+    results     json,
+    lease_id    uuid,
+    lease_until timestamptz,
+    attempts    integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, task_id, seq),
+    FOREIGN KEY (tenant_id, task_id) REFERENCES batch_tasks (tenant_id, id) ON DELETE CASCADE
+);
+-- What workers scan for: each tenant's pending chunks in submission order.
+CREATE INDEX IF NOT EXISTS batch_task_chunks_pending_idx
+    ON batch_task_chunks (tenant_id, position) WHERE state = 'pending';
+
+-- A batch task's end is an event too (`batch_task.completed`, DESIGN 10):
+-- such an event carries the task in batch_task and has no contact.
+ALTER TABLE webhook_events ADD COLUMN IF NOT EXISTS batch_task json;
+ALTER TABLE webhook_events ALTER COLUMN contact_id DROP NOT NULL;
+ALTER TABLE webhook_events ALTER COLUMN contact DROP NOT NULL;
+ALTER TABLE webhook_events DROP CONSTRAINT IF EXISTS webhook_events_type_check;
+ALTER TABLE webhook_events ADD CONSTRAINT webhook_events_type_check
+    CHECK (type IN ('contact.created', 'contact.updated', 'batch_task.completed'));

@@ -8,7 +8,17 @@ from flask import Flask
 from app import cli, db
 from app.config import load_config
 from app.errors import register_error_handlers
-from app.web import catalogues, contact_reads, contacts, health, openapi, rate_limits, request_log
+from app.web import (
+    batch_tasks,
+    catalogues,
+    contact_reads,
+    contacts,
+    health,
+    inro,
+    openapi,
+    rate_limits,
+    request_log,
+)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -29,6 +39,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(contacts.bp)
     app.register_blueprint(contact_reads.bp)
     app.register_blueprint(catalogues.bp)
+    app.register_blueprint(batch_tasks.bp)
+    app.register_blueprint(inro.bp)
     openapi.init_app(app)
     cli.init_app(app)
     return app

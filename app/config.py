@@ -111,6 +111,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WEBHOOK_RETENTION_DAYS": _int(env, "CONTACTSYNC_WEBHOOK_RETENTION_DAYS", 7, minimum=1),
         "IDEMPOTENCY_TTL_SECONDS": _duration(env, "CONTACTSYNC_IDEMPOTENCY_TTL", 24 * 3600,
                                              maximum=365 * 86400),
+        # Batch tasks (DESIGN 10): the limits of one submission, the lease of a
+        # claimed chunk (a worker that died holds its chunk this long), the
+        # claims a chunk gets before its rows are failed, and the retention.
+        "TASK_MAX_ROWS": _int(env, "CONTACTSYNC_TASK_MAX_ROWS", 100_000, minimum=1),
+        "TASK_MAX_BODY_BYTES": _int(env, "CONTACTSYNC_TASK_MAX_BODY_BYTES", 64 * 1024 * 1024,
+                                    minimum=1024),
+        "TASK_LEASE_SECONDS": _int(env, "CONTACTSYNC_TASK_LEASE_SECONDS", 30, minimum=1, maximum=3600),
+        "TASK_MAX_ATTEMPTS": _int(env, "CONTACTSYNC_TASK_MAX_ATTEMPTS", 10, minimum=1),
+        "TASK_RETENTION_DAYS": _int(env, "CONTACTSYNC_TASK_RETENTION_DAYS", 7, minimum=1),
         "RATE_LIMIT": _rate_limit(env, "CONTACTSYNC_RATE_LIMIT", "600/minute"),
         "RATE_LIMIT_STORAGE": _storage_uri(env, "CONTACTSYNC_RATE_LIMIT_STORAGE"),
     }

@@ -7,9 +7,11 @@ import psycopg
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.db import get_conn
+from app.db import get_conn, pool_of
+from app.workers.tasks import TaskSettings, work_one
 
 BULK_URL = "/contacts/bulk-update"
+TASK_SETTINGS = TaskSettings(lease_seconds=30, max_attempts=3, tx_attempts=5, retention_days=7)
 
 
 def auth_headers(token: str, **extra: str) -> dict[str, str]:
@@ -52,3 +54,11 @@ def stored_events(db: psycopg.Connection, tenant_id: int) -> list[dict]:
     return db.execute(
         "SELECT event_id, type, contact_id, contact, changed_fields, status, attempts, last_error"
         " FROM webhook_events WHERE tenant_id = %s ORDER BY id", (tenant_id,)).fetchall()
+
+
+def drain(app: Flask, settings: TaskSettings = TASK_SETTINGS, limit: int = 1000) -> int:
+    """Apply batch-task chunks as a worker does until none is due; return how many were applied."""
+    applied = 0
+    while applied < limit and work_one(pool_of(app), settings):
+        applied += 1
+    return applied

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.db import pool_of
+from app.engine.outbox import iso_timestamp
 from app.workers.dispatcher import DispatchSettings, dispatch_one, purge
-from app.workers.webhooks import iso_timestamp
 from tests.receiver import Answer
 from tests.support import auth_headers, post_bulk, stored_contacts, stored_events
 from tests.test_webhooks import documented_verifier

@@ -4,9 +4,8 @@ import re
 
 import pytest
 
-from app.engine.outbox import enqueue_contact_events
+from app.engine.outbox import enqueue_contact_events, iso_timestamp
 from app.engine.upsert import upsert_contacts
-from app.workers.webhooks import iso_timestamp
 from tests.support import auth_headers, in_app_transaction, post_bulk, stored_contacts, stored_events
 
 WEBHOOK_URL = "http://127.0.0.1:9/hooks"  # never called here: these tests only read the outbox

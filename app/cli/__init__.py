@@ -12,3 +12,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(admin.tenants_cli)
     app.cli.add_command(admin.tokens_cli)
     app.cli.add_command(admin.workflows_cli)
+    app.cli.add_command(admin.tasks_cli)

@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app app init-db | tenants | tokens | workflows`.
+"""Operator commands: `flask --app app init-db | tenants | tokens | workflows | tasks`.
 
 Every command prints its errors to stderr and exits non-zero on failure.
 """
@@ -23,12 +23,12 @@ from app.engine.tenants import (
 )
 from app.engine.tokens import SCOPES, create_token, list_tokens, revoke_tokens
 from app.errors import ApiError
-from app.workers import webhooks
-from app.workers.dispatcher import run_until_signalled, settings_from_config
+from app.workers import dispatcher, tasks, webhooks
 
 tenants_cli = AppGroup("tenants", help="Create tenants and set their webhooks.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
 workflows_cli = AppGroup("workflows", help="Deliver workflow events and report on them.")
+tasks_cli = AppGroup("tasks", help="Apply batch tasks in the background.")
 
 
 def fail(message: str) -> None:
@@ -130,10 +130,28 @@ def run_workflows_command(threads: int | None) -> None:
                        {**config, "DB_POOL_MIN": 1, "DB_POOL_MAX": threads})
     click.echo(f"Dispatcher delivering workflow events with {threads} threads.")
     try:
-        run_until_signalled(pool, settings_from_config(config), threads)
+        dispatcher.run_until_signalled(pool, dispatcher.settings_from_config(config), threads)
     finally:
         pool.close()
     click.echo("Dispatcher stopped.")
+
+
+@tasks_cli.command("run")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Chunks applied at once (of different tenants: a tenant's chunks go in order).")
+def run_tasks_command(threads: int) -> None:
+    """Apply batch tasks until SIGTERM or SIGINT (several may run, on any hosts)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = current_app.config
+    pool_of(current_app).close()  # sized for requests; the threads get theirs
+    pool = create_pool(config["RESOLVED_DATABASE_URL"],
+                       {**config, "DB_POOL_MIN": 1, "DB_POOL_MAX": threads})
+    click.echo(f"Task worker applying batch tasks with {threads} threads.")
+    try:
+        tasks.run_until_signalled(pool, tasks.settings_from_config(config), threads)
+    finally:
+        pool.close()
+    click.echo("Task worker stopped.")
 
 
 @workflows_cli.command("status")

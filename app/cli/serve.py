@@ -1,8 +1,8 @@
 """`flask --app app serve`: everything a user needs, started and stopped as one.
 
 Applies the schema, creates the demo tenant on a new database, then runs
-gunicorn and the webhook dispatcher as child processes until it is asked
-to stop, or until one of them exits.
+gunicorn, the webhook dispatcher and the batch-task worker as child
+processes until it is asked to stop, or until one of them exits.
 """
 
 import os
@@ -23,7 +23,7 @@ from app.engine.tenants import create_tenant, has_tenants
 from app.engine.tokens import create_token
 
 DEMO_SLUG = "demo"
-DEMO_SCOPES = ["contacts:read", "contacts:write"]
+DEMO_SCOPES = ["contacts:read", "contacts:write", "jobs:read", "jobs:write"]  # every door
 
 
 def bootstrap_demo_tenant(conn: psycopg.Connection) -> str | None:
@@ -39,8 +39,8 @@ def print_welcome(base_url: str, token: str | None) -> None:
     """Tell the person at the terminal how to reach the service."""
     click.echo(f"\ncontactsync serves on {base_url}")
     if token is None:
-        click.echo("Create a token with: .venv/bin/flask --app app tokens create demo "
-                   "--scope contacts:write --scope contacts:read\n")
+        scopes = " ".join(f"--scope {scope}" for scope in DEMO_SCOPES)
+        click.echo(f"Create a token with: .venv/bin/flask --app app tokens create demo {scopes}\n")
         return
     body = '{"contacts": [{"externalId": "crm-1", "email": "Alice@Example.com", "firstName": "Alice"}]}'
     click.echo(f"Tenant '{DEMO_SLUG}' created. Its token (shown once): {token}\nTry:\n")
@@ -56,7 +56,8 @@ def print_welcome(base_url: str, token: str | None) -> None:
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True)
 @click.option("--workers", envvar="WEB_CONCURRENCY", default=2, type=int, show_default=True)
 def serve_command(host: str, port: int, workers: int) -> None:
-    """Apply the schema, make sure a tenant exists, run gunicorn and the dispatcher until stopped."""
+    """Apply the schema, make sure a tenant exists, run gunicorn, the dispatcher and
+    the task worker until stopped."""
     with get_conn() as conn:
         apply_schema(conn)
         with conn.transaction():
@@ -65,7 +66,7 @@ def serve_command(host: str, port: int, workers: int) -> None:
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print_welcome(f"http://{shown_host}:{port}", token)
-    # The workers and the dispatcher reach the same database, embedded or not,
+    # The workers, the dispatcher and the task worker reach the same database, embedded or not,
     # through DATABASE_URL.
     env = {**os.environ, "DATABASE_URL": current_app.config["RESOLVED_DATABASE_URL"]}
     gunicorn = subprocess.Popen(
@@ -74,7 +75,9 @@ def serve_command(host: str, port: int, workers: int) -> None:
         env=env)
     dispatcher = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "app", "workflows", "run"], env=env)
-    children = (gunicorn, dispatcher)
+    task_worker = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "tasks", "run"], env=env)
+    children = (gunicorn, dispatcher, task_worker)
     # A list, not an Event: a handler that takes a lock deadlocks when a second
     # signal lands while the first one holds it.
     stop_requested: list[int] = []
@@ -88,7 +91,7 @@ def serve_command(host: str, port: int, workers: int) -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     code = wait_for_first_exit(children)
-    terminate(children)  # one stopped, so stop the other
+    terminate(children)  # one stopped, so stop the others
     for child in children:
         child.wait()
     # Leaving now stops the embedded PostgreSQL (if this process started it).

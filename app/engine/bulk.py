@@ -80,6 +80,45 @@ def bulk_upsert(conn: psycopg.Connection, tenant_id: int, rows: list[Any], optio
     tenant's write lock exclusively, so that the retry cannot fail again.
     """
     valid, invalid = validate_rows(rows, known_addresses(conn, tenant_id, rows))
+    return write_valid_rows(conn, tenant_id, rows, valid, invalid, options, exclusive=exclusive)
+
+
+def bulk_update_by_id(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]],
+                      options: BulkOptions, *, exclusive: bool = False) -> BulkReport:
+    """Write updates by contact id (Inrō's door, validated and resolved when it
+    was submitted) in the caller's transaction: `folder_ids` become the exact
+    set of those folders, and a row naming a folder the tenant lacks, or a
+    contact that is gone, fails alone."""
+    names = folder_names(conn, tenant_id, rows)
+    valid, invalid = [], []
+    for index, row in enumerate(rows):
+        update = {key: value for key, value in row.items() if key != "folder_ids"}
+        if "folder_ids" in row:
+            unknown = [folder_id for folder_id in row["folder_ids"] if folder_id not in names]
+            if unknown:
+                invalid.append({**row_identity(index, row), "code": "unknown_folder",
+                                "message": "The tenant has no folder with these ids.",
+                                "errors": {"folder_ids": unknown}})
+                continue
+            update["folders"] = {"set": [names[folder_id] for folder_id in row["folder_ids"]]}
+        valid.append((index, update))
+    return write_valid_rows(conn, tenant_id, rows, valid, invalid, options, exclusive=exclusive)
+
+
+def folder_names(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]]) -> dict[int, str]:
+    """The name of every folder id the rows send (ids the tenant lacks are absent)."""
+    folder_ids = sorted({folder_id for row in rows for folder_id in row.get("folder_ids", ())})
+    if not folder_ids:
+        return {}
+    found = conn.execute(queries["select-folders-by-ids"],
+                         {"tenant_id": tenant_id, "ids": folder_ids}).fetchall()
+    return {row["id"]: row["name"] for row in found}
+
+
+def write_valid_rows(conn: psycopg.Connection, tenant_id: int, rows: list[Any],
+                     valid: list[tuple[int, dict]], invalid: list[dict], options: BulkOptions,
+                     *, exclusive: bool) -> BulkReport:
+    """Plan and write the valid rows; report them with the invalid ones."""
     batch = plan_upsert(conn, tenant_id, valid, exclusive=exclusive)
     # All-or-nothing: planned first, so that the failures name conflicts as
     # well as invalid rows; the caller's transaction then rolls back.
@@ -147,8 +186,15 @@ def write_batch(conn: psycopg.Connection, batch: Batch, run_workflow: bool) -> N
 
 def all_failures(rows: list[Any], invalid: list[dict], outcomes: list[RowOutcome]) -> list[dict]:
     """Invalid rows and conflicting rows together, in request order."""
-    conflicts = [conflict_failure(o, rows[o.index]) for o in outcomes if o.status == FAILED]
+    conflicts = [conflict_failure(o, rows[o.index]) if o.conflict is not None
+                 else gone_failure(o, rows[o.index]) for o in outcomes if o.status == FAILED]
     return sorted(invalid + conflicts, key=lambda failure: failure["index"])
+
+
+def gone_failure(outcome: RowOutcome, raw: Any) -> dict[str, Any]:
+    """The failure entry of an update by id whose contact no longer exists."""
+    return {**row_identity(outcome.index, raw), "code": "not_found",
+            "message": "No contact has this id (any more)."}
 
 
 def row_identity(index: int, raw: Any) -> dict[str, Any]:
@@ -211,6 +257,14 @@ def summary(total: int, outcomes: list[RowOutcome], failures: list[dict],
     if with_results:
         data["results"] = row_results(total, outcomes)
     return data
+
+
+def row_outcomes(report: BulkReport) -> list[dict[str, Any]]:
+    """Every row's outcome in row order, a failed row with its failure entry:
+    what a batch task keeps per row."""
+    failures = {failure["index"]: failure for failure in report.summary["failures"]}
+    return [{**result, **failures.get(result["index"], {})}
+            for result in row_results(report.summary["totalCount"], report.outcomes)]
 
 
 def row_results(total: int, outcomes: list[RowOutcome]) -> list[dict[str, Any]]:

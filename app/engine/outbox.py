@@ -9,10 +9,11 @@ committed. Dispatchers claim one due event at a time with a lease
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Json
 
 from app.engine.upsert import Contact
 from app.sql import queries
@@ -36,14 +37,20 @@ class ClaimedEvent:
     id: int
     event_id: str
     type: str
-    contact: str  # the stored json text, keys in documented order
+    contact: str | None  # the stored json text, keys in documented order
     changed_fields: list[str]
+    batch_task: str | None  # a batch_task.completed event's task, as json text
     created_at: datetime
     attempts: int  # including the one this claim starts
     tenant_slug: str
     webhook_url: str
     webhook_secret: str
     lease_id: uuid.UUID
+
+
+def iso_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a Z: the one form timestamps are sent in."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def changed_field_names(contact: Contact) -> str:
@@ -68,6 +75,14 @@ def enqueue_contact_events(conn: psycopg.Connection, tenant_id: int, contacts: l
         "changed_fields": [changed_field_names(c) for c in contacts],
     })
     return cursor.rowcount
+
+
+def enqueue_task_event(conn: psycopg.Connection, tenant_id: int, task: dict[str, Any]) -> int:
+    """Write a `batch_task.completed` event with the task as the tenant's
+    webhook receives it, in the caller's transaction; nothing while the
+    tenant's webhook is not enabled. Returns the number of events written."""
+    return conn.execute(queries["insert-task-event"],
+                        {"tenant_id": tenant_id, "batch_task": Json(task)}).rowcount
 
 
 def claim_due_event(conn: psycopg.Connection, lease_seconds: float) -> ClaimedEvent | None:

@@ -107,7 +107,8 @@ class Conflict:
 
 @dataclass(frozen=True)
 class RowOutcome:
-    """What happened to one row of the request."""
+    """What happened to one row of the request. A failed row has a conflict,
+    or (an update by id whose contact is gone) neither contact nor conflict."""
 
     index: int
     status: str
@@ -157,6 +158,7 @@ class Batch:
         self.exclusive = exclusive  # the tenant's write lock is already held exclusively
         self.outcomes: list[RowOutcome] = []
         self.contacts: list[Contact] = list(stored)
+        self.by_id: dict[int, Contact] = {c.id: c for c in stored if c.id is not None}
         self.holders: dict[str, dict[str, Contact]] = {
             identity: {value: c for c in stored if (value := getattr(c, identity)) is not None}
             for identity in IDENTITIES}
@@ -171,10 +173,17 @@ class Batch:
 
     def apply_row(self, index: int, row: dict[str, Any]) -> RowOutcome:
         """Match one row (DESIGN 4.3: externalId, then email, then username) and
-        apply it, or report its conflict."""
+        apply it, or report its conflict. A row with an `id` (an update by id,
+        as Inrō's door sends) updates that contact only: it never creates one,
+        and its identities are values to set, held by nobody else."""
         holders = {identity: self.holders[identity].get(row[identity])
                    for identity in IDENTITIES if row.get(identity) is not None}
-        contact = next((holder for holder in holders.values() if holder is not None), None)
+        if "id" in row:
+            contact = self.by_id.get(row["id"])
+            if contact is None:
+                return RowOutcome(index, FAILED)
+        else:
+            contact = next((holder for holder in holders.values() if holder is not None), None)
         if contact is None:
             contact = Contact(id=None, created_by_index=index)
             self.contacts.append(contact)
@@ -312,8 +321,18 @@ def first_identity(values: Any) -> tuple[str, str]:
 
 
 def change_names(current: set[str], changes: dict[str, list[str]], spellings: dict[str, str]) -> bool:
-    """Add and remove tag or folder names (compared lower-cased); note each
-    name added in its first spelling. True when the contact's set changed."""
+    """Add and remove tag or folder names (compared lower-cased), or with
+    `set` make them exactly these; note each name added in its first
+    spelling. True when the contact's set changed."""
+    if "set" in changes:
+        wanted = {name.lower(): name for name in changes["set"]}
+        for key, name in wanted.items():
+            if key not in current:
+                spellings.setdefault(key, name)
+        changed = current != wanted.keys()
+        current.clear()
+        current.update(wanted)
+        return changed
     changed = False
     for name in changes["add"]:
         key = name.lower()
@@ -377,10 +396,10 @@ def read_contacts(conn: psycopg.Connection, tenant_id: int,
     """Read, with their versions, every stored contact the rows can reach; with
     their tags, folders and companies when a row changes any."""
     keys = {identity: sorted({r[identity] for _, r in rows if r.get(identity) is not None})
-            for identity in IDENTITIES}
+            for identity in ("id", *IDENTITIES)}
     records = conn.execute(queries["select-contacts-by-keys"], {
-        "tenant_id": tenant_id, "external_ids": keys["external_id"], "emails": keys["email"],
-        "usernames": keys["username"],
+        "tenant_id": tenant_id, "ids": keys["id"], "external_ids": keys["external_id"],
+        "emails": keys["email"], "usernames": keys["username"],
         "with_relations": any(name in r for _, r in rows for name in RELATIONS)}).fetchall()
     return [stored_contact(record) for record in records]
 

@@ -587,6 +587,12 @@ class ConflictSchema(Schema):
     username_row_index = fields.Integer(data_key="usernameRowIndex", allow_none=True)
 
 
+# invalid_contact and identity_conflict on every door; a batch task of
+# updates by id (Inrō's door) adds not_found and unknown_folder, and
+# internal_error for rows of a chunk that could not be applied.
+FAILURE_CODES = ["invalid_contact", "identity_conflict", "not_found", "unknown_folder", "internal_error"]
+
+
 class FailureSchema(Schema):
     """One row that was not written, and why."""
 
@@ -594,7 +600,7 @@ class FailureSchema(Schema):
     external_id = fields.Raw(data_key="externalId", required=True, allow_none=True,
                              metadata={"description": "As sent, clipped to 320 characters."})
     email = fields.Raw(required=True, allow_none=True)
-    code = fields.String(required=True, validate=validate.OneOf(["invalid_contact", "identity_conflict"]))
+    code = fields.String(required=True, validate=validate.OneOf(FAILURE_CODES))
     message = fields.String(required=True)
     errors = fields.Dict(metadata={"description": "invalid_contact: every message, by field."})
     conflict = fields.Nested(ConflictSchema, metadata={"description": "identity_conflict only."})

@@ -152,3 +152,10 @@ SELECT id, company_id, name FROM companies
 WHERE tenant_id = %(tenant_id)s AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s;
+
+-- name: select-folders-by-ids
+-- The tenant's folders among these ids (Inrō's folder_ids): an id of another
+-- tenant's folder is not found, like an unknown one.
+SELECT id, name
+FROM folders
+WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)b::bigint[]);

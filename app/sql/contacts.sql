@@ -3,8 +3,8 @@
 -- statements.
 
 -- name: select-contacts-by-keys
--- Read every stored contact that the batch's externalIds, emails or usernames
--- can reach, with its row version (xmin). No lock here: a re-sync of
+-- Read every stored contact that the batch's ids (updates by id), externalIds,
+-- emails or usernames can reach, with its row version (xmin). No lock here: a re-sync of
 -- unchanged contacts then costs no lock writes at all; lock-contacts-by-ids
 -- locks only what the batch will change. With with_relations (some row
 -- changes tags, folders or companies) each contact's links come too, as
@@ -24,8 +24,8 @@ SELECT c.id, c.xmin::text AS version, c.external_id, c.email, c.username, c.firs
         WHERE %(with_relations)s AND l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS companies
 FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s
-  AND (c.external_id = ANY(%(external_ids)b::text[]) OR c.email = ANY(%(emails)b::text[])
-       OR c.username = ANY(%(usernames)b::text[]));
+  AND (c.id = ANY(%(ids)b::bigint[]) OR c.external_id = ANY(%(external_ids)b::text[])
+       OR c.email = ANY(%(emails)b::text[]) OR c.username = ANY(%(usernames)b::text[]));
 
 -- name: select-known-emails
 -- Which of these lower-cased addresses the tenant's contacts already hold:
@@ -157,3 +157,12 @@ LEFT JOIN LATERAL (
     LIMIT %(limit)s
 ) AS page ON true
 ORDER BY page.change_xid, page.id;
+
+-- name: resolve-contact-identifiers
+-- Which contacts of the tenant these ids, usernames (lower-cased) and emails
+-- (normalised) name: Inrō's door resolves a whole request in this one query.
+SELECT id, username, email
+FROM contacts
+WHERE tenant_id = %(tenant_id)s
+  AND (id = ANY(%(ids)b::bigint[]) OR username = ANY(%(usernames)b::text[])
+       OR email = ANY(%(emails)b::text[]));

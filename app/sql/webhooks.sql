@@ -17,6 +17,15 @@ JOIN contacts AS c ON c.tenant_id = %(tenant_id)s AND c.id = r.contact_id
 JOIN tenants AS t ON t.id = c.tenant_id AND t.webhook_enabled
 ORDER BY c.id;
 
+-- name: insert-task-event
+-- A batch task ended: one event with the task, in the transaction of the
+-- chunk that ended it, while the tenant's webhook is enabled.
+INSERT INTO webhook_events (tenant_id, event_id, type, changed_fields, batch_task)
+SELECT t.id, 'msg_' || replace(gen_random_uuid()::text, '-', ''), 'batch_task.completed',
+       '{}', %(batch_task)s
+FROM tenants AS t
+WHERE t.id = %(tenant_id)s AND t.webhook_enabled;
+
 -- name: claim-due-event
 -- Claim the oldest due event of a tenant whose webhook is enabled, in one
 -- short autocommit statement: SKIP LOCKED lets dispatchers claim side by side,
@@ -39,6 +48,7 @@ SET attempts = e.attempts + 1,
 FROM due, tenants AS t
 WHERE e.tenant_id = due.tenant_id AND e.id = due.id AND t.id = due.tenant_id
 RETURNING e.tenant_id, e.id, e.event_id, e.type, e.contact::text AS contact, e.changed_fields,
+          e.batch_task::text AS batch_task,
           e.created_at, e.attempts, t.slug AS tenant_slug, t.webhook_url, t.webhook_secret;
 
 -- name: mark-event-delivered

@@ -2,6 +2,7 @@
 
 | door                          | rows   | invalid rows                   |
 | POST /contacts/bulk-update    | 1-1000 | reported; valid rows written   |
+|   with Prefer: respond-async  | 1-100,000 | 202: a batch task (DESIGN 10) reports them |
 | POST /v1/contacts/bulk-update | 1-100  | reported (AutoSend-compatible) |
 | POST /contacts/bulk           | 1-1000 | 400, nothing written (MailingCore-compatible) |
 | POST /contacts                | 1      | 400 validation_failed, 409 identity_conflict |
@@ -11,11 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from flask import Blueprint, current_app, g
+from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from app.auth import require_scope
 from app.engine.bulk import BatchRejected, BulkOptions, ContactConflict, bulk_upsert, upsert_one
+from app.engine.tasks import NATIVE, find_task, submit_task, task_view
 from app.engine.upsert import CREATED
 from app.errors import BatchSize, IdentityConflict, InvalidRequest, ValidationFailed
 from app.schemas.contacts import bulk_request_schema, contact_upsert_schema
@@ -32,8 +34,54 @@ COUNT_KEYS = ("totalCount", "createdCount", "updatedCount", "unchangedCount", "f
 @bp.post("/contacts/bulk-update")
 @require_scope("contacts:write")
 def bulk_update():
-    """Native door: partial success, `atomic: true` for all-or-nothing."""
+    """Native door: partial success, `atomic: true` for all-or-nothing; with
+    `Prefer: respond-async`, a batch task."""
+    if prefers_async():
+        return submit_bulk_task()
     return bulk_door(max_rows=current_app.config["BULK_MAX"], always_atomic=False)
+
+
+def prefers_async() -> bool:
+    """Does the Prefer header (RFC 7240) ask for respond-async?"""
+    preferences = ",".join(request.headers.getlist("Prefer"))
+    return any(part.split(";")[0].split("=")[0].strip().lower() == "respond-async"
+               for part in preferences.split(","))
+
+
+def submit_bulk_task():
+    """Store the rows as a batch task and answer 202 at once: only the body's
+    shape and size are checked here; the worker validates the rows and
+    reports the invalid ones in the task's results, as this door would."""
+    config = current_app.config
+    raw = read_body(max_bytes=config["TASK_MAX_BODY_BYTES"])
+    idempotency = idempotency_of_request(raw)
+    if idempotency is not None and (replay := replay_if_answered(idempotency)) is not None:
+        return replay
+    try:
+        envelope = bulk_request_schema.load(parse_json(raw))
+    except ValidationError as exc:
+        raise InvalidRequest(details=exc.messages) from None
+    if envelope["atomic"]:
+        raise InvalidRequest("atomic cannot be combined with Prefer: respond-async.",
+                             details={"atomic": ["All-or-nothing batches are synchronous only."]})
+    rows, max_rows = envelope["contacts"], config["TASK_MAX_ROWS"]
+    if not 1 <= len(rows) <= max_rows:
+        raise BatchSize(f"Send between 1 and {max_rows} contacts per batch task.",
+                        details={"min": 1, "max": max_rows, "received": len(rows)})
+    tenant_id = g.principal.tenant_id
+
+    def work(conn: psycopg.Connection, _attempt: int) -> tuple[dict, int]:
+        task_id = submit_task(conn, tenant_id, NATIVE, rows, run_workflow=envelope["run_workflow"])
+        task = find_task(conn, tenant_id, task_id)
+        assert task is not None  # stored just now, in this transaction
+        return {"success": True, "data": task_view(task)}, 202
+
+    response = run_write(work, idempotency)
+    if response.status_code == 202:
+        task_id = response.get_json()["data"]["id"]
+        response.headers["Location"] = f"/batch-tasks/{task_id}"
+        response.headers["Preference-Applied"] = "respond-async"
+    return response
 
 
 @bp.post("/v1/contacts/bulk-update")

@@ -14,6 +14,8 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from app.engine.tenants import SLUG_PATTERN
 from app.schemas import contacts as schemas
+from app.schemas import inro as inro_schemas
+from app.schemas import tasks as task_schemas
 from app.web.contacts import autosend_max_rows
 
 bp = Blueprint("openapi", __name__)
@@ -57,7 +59,17 @@ COMPONENT_SCHEMAS = (
     schemas.ErrorResponseSchema, schemas.StatusSchema, schemas.NewCatalogueEntrySchema,
     schemas.CatalogueEntryResponseSchema, schemas.CataloguePageResponseSchema,
     schemas.CompanyPageResponseSchema,
+    task_schemas.BatchTaskSchema, task_schemas.BatchTaskResponseSchema,
+    task_schemas.BatchTaskPageResponseSchema, task_schemas.RowOutcomePageResponseSchema,
+    task_schemas.InroTaskSchema, task_schemas.InroTaskListSchema, task_schemas.InroQueuedSchema,
+    inro_schemas.InroContactSchema, inro_schemas.InroEntrySchema, inro_schemas.InroBulkRequestSchema,
 )
+PREFER_HEADER = {
+    "in": "header", "name": "Prefer", "required": False, "schema": {"type": "string"},
+    "description": "respond-async (RFC 7240): a batch task of up to CONTACTSYNC_TASK_MAX_ROWS rows "
+                   "(100,000 by default; the body's maxItems is the synchronous limit); 202 with "
+                   "the task and Location. Rows are validated by the worker."}
+TASK_ID = {"in": "path", "name": "task_id", "required": True, "schema": {"type": "integer", "minimum": 0}}
 
 
 def json_body(schema: str, description: str) -> dict[str, Any]:
@@ -92,6 +104,57 @@ def catalogue_page_operation(summary: str, response: str) -> dict[str, Any]:
                                             status_400="invalid_request: a bad after or limit.")}}
 
 
+def task_paths(spec: APISpec) -> None:
+    """The batch tasks (DESIGN 10) and Inrō's door (DESIGN 11)."""
+    page = {"in": "query", "schema": task_schemas.TaskPageQuerySchema}
+    bad_page = "invalid_request (a bad limit) or invalid_cursor."
+    spec.path("/batch-tasks", operations={"get": {
+        "summary": "The tenant's batch tasks, newest first", "tags": ["batch tasks"],
+        "x-required-scope": "jobs:read", "parameters": [page, TENANT_HEADER],
+        "responses": {200: json_body("BatchTaskPageResponse", "A page of tasks."),
+                      **error_responses(400, *READ_ERRORS, status_400=bad_page)}}})
+    spec.path("/batch-tasks/{task_id}", operations={
+        "get": {"summary": "One batch task and its progress", "tags": ["batch tasks"],
+                "x-required-scope": "jobs:read", "parameters": [TASK_ID, TENANT_HEADER],
+                "responses": {200: json_body("BatchTaskResponse", "The task."),
+                              **error_responses(*READ_ERRORS, 404)}},
+        "delete": {"summary": "Cancel a batch task", "tags": ["batch tasks"],
+                   "description": "Chunks not yet applied are skipped; applied ones stay. A task "
+                                  "that already ended is answered as it ended.",
+                   "x-required-scope": "jobs:write", "parameters": [TASK_ID, TENANT_HEADER],
+                   "responses": {200: json_body("BatchTaskResponse", "The task, cancelled."),
+                                 **error_responses(*READ_ERRORS, 404)}}})
+    spec.path("/batch-tasks/{task_id}/results", operations={"get": {
+        "summary": "A batch task's row outcomes", "tags": ["batch tasks"],
+        "description": "In row order, as far as the task has got. Accept application/x-ndjson "
+                       "or text/csv streams every outcome so far.",
+        "x-required-scope": "jobs:read", "parameters": [TASK_ID, page, TENANT_HEADER],
+        "responses": {200: {"description": "A page of outcomes, or all of them streamed.", "content": {
+            "application/json": {"schema": "RowOutcomePageResponse"},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {"type": "string"}}}},
+            **error_responses(400, *READ_ERRORS, 404, status_400=bad_page)}}})
+    spec.path("/api/v1/contacts/bulk", operations={"put": {
+        "summary": "Update 1-1000 contacts by id, username or email (Inrō-compatible)",
+        "tags": ["inro"], "x-required-scope": "contacts:write",
+        "description": "Identifiers are resolved at once; the matched entries are applied in the "
+                       "background as a batch task. Never creates a contact.",
+        "parameters": [TENANT_HEADER, IDEMPOTENCY_HEADER],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": "InroBulkRequest"}}},
+        "responses": {202: json_body("InroQueued", "Queued; not_found lists what matched nothing."),
+                      **error_responses(*WRITE_ERRORS, status_400=(
+                          "invalid_json, batch_size, or invalid_request (details.contacts: the "
+                          "problems of every bad entry, by index); nothing was queued."))}}})
+    spec.path("/api/v1/batch_tasks", operations={"get": {
+        "summary": "The tenant's newest 100 batch tasks (Inrō-compatible)", "tags": ["inro"],
+        "x-required-scope": "jobs:read", "parameters": [TENANT_HEADER],
+        "responses": {200: json_body("InroTaskList", "Newest first."), **error_responses(*READ_ERRORS)}}})
+    spec.path("/api/v1/batch_tasks/{task_id}", operations={"get": {
+        "summary": "One batch task with progress and ETA (Inrō-compatible)", "tags": ["inro"],
+        "x-required-scope": "jobs:read", "parameters": [TASK_ID, TENANT_HEADER],
+        "responses": {200: json_body("InroTask", "The task."), **error_responses(*READ_ERRORS, 404)}}})
+
+
 def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
     """The whole document, as a dict, with this configuration's row limits."""
     marshmallow = MarshmallowPlugin()
@@ -107,9 +170,15 @@ def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
     for schema in COMPONENT_SCHEMAS:
         spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
 
-    spec.path("/contacts/bulk-update", operations=bulk_operation(
+    native_bulk = bulk_operation(
         f"Upsert 1-{bulk_max} contacts", "Invalid rows are reported and the valid ones written; "
-                                        '`"atomic": true` writes all or nothing.', bulk_max))
+                                        '`"atomic": true` writes all or nothing. With Prefer: '
+                                        "respond-async, a batch task of up to "
+                                        "CONTACTSYNC_TASK_MAX_ROWS rows.", bulk_max)
+    native_bulk["post"]["parameters"].append(PREFER_HEADER)
+    native_bulk["post"]["responses"][202] = json_body(
+        "BatchTaskResponse", "Prefer: respond-async: the task, stored; Location names it.")
+    spec.path("/contacts/bulk-update", operations=native_bulk)
     spec.path("/v1/contacts/bulk-update", operations=bulk_operation(
         f"Upsert 1-{autosend_max} contacts (AutoSend-compatible)",
         "userId and customFields are aliases.", autosend_max))
@@ -172,6 +241,7 @@ def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
             }})
     spec.path("/companies", operations={
         "get": catalogue_page_operation("The tenant's companies", "CompanyPageResponse")})
+    task_paths(spec)
     public = {"security": [], "tags": ["service"]}
     spec.path("/health", operations={"get": {
         **public, "summary": "The process is up",

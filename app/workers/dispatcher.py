@@ -19,7 +19,13 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.engine.idempotency import purge_expired_keys
-from app.engine.outbox import ClaimedEvent, claim_due_event, purge_finished_events, settle_event
+from app.engine.outbox import (
+    ClaimedEvent,
+    claim_due_event,
+    iso_timestamp,
+    purge_finished_events,
+    settle_event,
+)
 from app.workers import webhooks
 
 log = logging.getLogger(__name__)
@@ -65,8 +71,9 @@ def attempt(event: ClaimedEvent, settings: DispatchSettings) -> webhooks.Deliver
     """Send one attempt of a claimed event; a bug on the way fails the attempt, not the loop,
     so the event still moves along its schedule."""
     try:
-        body = webhooks.event_body(event.type, webhooks.iso_timestamp(event.created_at),
-                                   event.tenant_slug, event.contact, event.changed_fields)
+        body = webhooks.event_body(event.type, iso_timestamp(event.created_at),
+                                   event.tenant_slug, event.contact, event.changed_fields,
+                                   event.batch_task)
         return webhooks.deliver(event.webhook_url, event.webhook_secret, event.event_id, body,
                                 timeout=settings.timeout, allow_private=settings.allow_private)
     except Exception as exc:

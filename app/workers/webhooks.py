@@ -23,7 +23,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 SECRET_PREFIX = "whsec_"
@@ -78,20 +77,17 @@ def signed_headers(secret: str, event_id: str, body: bytes, now: float | None = 
     }
 
 
-def iso_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC with microseconds and a Z: the one form timestamps are sent in."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def event_body(event_type: str, created_at_iso: str, tenant_slug: str, contact_json: str,
-               changed_fields: list[str]) -> bytes:
-    """The JSON body of an event (the same bytes on every attempt)."""
-    return json.dumps({
-        "type": event_type,
-        "timestamp": created_at_iso,
-        "data": {"tenant": tenant_slug, "contact": json.loads(contact_json),
-                 "changedFields": changed_fields},
-    }, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def event_body(event_type: str, created_at_iso: str, tenant_slug: str, contact_json: str | None,
+               changed_fields: list[str], batch_task_json: str | None = None) -> bytes:
+    """The JSON body of an event (the same bytes on every attempt): a contact
+    event carries the contact, a `batch_task.completed` event the task."""
+    if batch_task_json is not None:
+        data = {"tenant": tenant_slug, "batchTask": json.loads(batch_task_json)}
+    else:
+        data = {"tenant": tenant_slug, "contact": json.loads(contact_json or "null"),
+                "changedFields": changed_fields}
+    return json.dumps({"type": event_type, "timestamp": created_at_iso, "data": data},
+                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def check_destination(url: str, allow_private: bool, timeout: float | None = None) -> Destination:

@@ -1,0 +1,89 @@
+"""Inrō's door (DESIGN 11, seed 000): bulk updates by id, username or email,
+applied in the background as a batch task, and the tasks in Inrō's words.
+
+| PUT /api/v1/contacts/bulk        | contacts:write | 1-1000 entries; 202 with the task and not_found |
+| GET /api/v1/batch_tasks          | jobs:read      | the tenant's tasks, newest first                |
+| GET /api/v1/batch_tasks/{id}     | jobs:read      | one task with progress and ETA                  |
+
+Answers are Inrō's bare objects (no success/data envelope); errors are ours.
+"""
+
+from typing import Any
+
+import psycopg
+from flask import Blueprint, g
+from marshmallow import ValidationError
+
+from app.auth import require_scope
+from app.db import get_conn
+from app.engine.outbox import iso_timestamp
+from app.engine.tasks import find_task, list_tasks
+from app.engine.updates import queue_updates
+from app.errors import BatchSize, InvalidRequest, NotFound
+from app.schemas.inro import MAX_ENTRIES, inro_bulk_request_schema, load_entries
+from app.web.body import parse_json, read_body
+from app.web.writes import idempotency_of_request, replay_if_answered, run_write
+
+bp = Blueprint("inro", __name__, url_prefix="/api/v1")
+
+MAX_LISTED_TASKS = 100
+
+
+@bp.put("/contacts/bulk")
+@require_scope("contacts:write")
+def bulk_update():
+    """Check every entry (400 naming each bad one, nothing queued), resolve the
+    identifiers, queue the matched entries; 202."""
+    raw = read_body()
+    idempotency = idempotency_of_request(raw)
+    if idempotency is not None and (replay := replay_if_answered(idempotency)) is not None:
+        return replay
+    try:
+        sent = inro_bulk_request_schema.load(parse_json(raw))["contacts"]
+    except ValidationError as exc:
+        raise InvalidRequest(details=exc.messages) from None
+    if not 1 <= len(sent) <= MAX_ENTRIES:
+        raise BatchSize(f"Send between 1 and {MAX_ENTRIES} contacts per request.",
+                        details={"min": 1, "max": MAX_ENTRIES, "received": len(sent)})
+    entries, problems = load_entries(sent)
+    if problems:
+        raise InvalidRequest("Some entries are not of the documented shape; nothing was queued.",
+                             details={"contacts": problems})
+    tenant_id = g.principal.tenant_id
+
+    def work(conn: psycopg.Connection, _attempt: int) -> tuple[dict, int]:
+        queued = queue_updates(conn, tenant_id, entries, sent)
+        return {"batch_task_id": str(queued.task_id), "status": queued.status,
+                "accepted_count": queued.accepted_count, "not_found_count": len(queued.not_found),
+                "not_found": queued.not_found}, 202
+
+    return run_write(work, idempotency)
+
+
+@bp.get("/batch_tasks")
+@require_scope("jobs:read")
+def list_batch_tasks():
+    with get_conn() as conn:
+        tasks, _ = list_tasks(conn, g.principal.tenant_id, before_id=None, limit=MAX_LISTED_TASKS)
+    return {"batch_tasks": [inro_task(task) for task in tasks]}
+
+
+@bp.get("/batch_tasks/<int:task_id>")
+@require_scope("jobs:read")
+def get_batch_task(task_id: int):
+    with get_conn() as conn:
+        task = find_task(conn, g.principal.tenant_id, task_id)
+    if task is None:
+        raise NotFound("No batch task has this id.")
+    return inro_task(task)
+
+
+def inro_task(task: dict[str, Any]) -> dict[str, Any]:
+    """A task in Inrō's words (DESIGN 11)."""
+    eta, completed = task["estimated_completion_time"], task["completed_at"]
+    return {"id": str(task["id"]), "status": task["status"],
+            "progress_percentage": task["progress_percentage"],
+            "estimated_completion_time": None if eta is None else iso_timestamp(eta),
+            "total_count": task["total_count"], "processed_count": task["processed_count"],
+            "failed_count": task["failed_count"], "created_at": iso_timestamp(task["created_at"]),
+            "completed_at": None if completed is None else iso_timestamp(completed)}

@@ -1,0 +1,116 @@
+"""The batch-task worker behind `flask --app app tasks run` (DESIGN 10).
+
+Each of its threads repeats: claim the next chunk that may be applied (a
+lease, in one short statement), then apply it in one transaction
+(app/engine/tasks.py), retried on races as the synchronous doors retry. Any
+number of workers, on any machines, may run against one database: SKIP
+LOCKED keeps them off each other's chunks, and a chunk whose worker died is
+due again when its lease runs out.
+"""
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from app.db import run_in_transaction
+from app.engine.tasks import ClaimedChunk, apply_chunk, claim_chunk, purge_finished_tasks
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """How a worker applies chunks."""
+
+    lease_seconds: float  # a claim's length: far more than a chunk takes to apply
+    max_attempts: int  # claims of one chunk before its rows are failed instead
+    tx_attempts: int  # tries of the applying transaction on races
+    retention_days: int  # finished tasks are purged after this
+    poll_seconds: float = 0.5
+
+
+def settings_from_config(config: dict) -> TaskSettings:
+    """The worker settings of an app's config."""
+    return TaskSettings(lease_seconds=config["TASK_LEASE_SECONDS"],
+                        max_attempts=config["TASK_MAX_ATTEMPTS"], tx_attempts=config["TX_ATTEMPTS"],
+                        retention_days=config["TASK_RETENTION_DAYS"])
+
+
+def work_one(pool: ConnectionPool, settings: TaskSettings) -> bool:
+    """Claim and apply one chunk; False when none was due."""
+    with pool.connection() as conn:
+        chunk = claim_chunk(conn, settings.lease_seconds)
+        if chunk is None:
+            return False
+        give_up = chunk.attempts > settings.max_attempts
+        if give_up:
+            log.error("chunk %d of task %d used up %d attempts; its rows are failed",
+                      chunk.seq, chunk.task_id, settings.max_attempts)
+        status = run_in_transaction(
+            conn, lambda c, attempt: apply_chunk(c, chunk, give_up=give_up, exclusive=attempt > 1),
+            attempts=settings.tx_attempts)
+    log_applied(chunk, status)
+    return True
+
+
+def log_applied(chunk: ClaimedChunk, status: str | None) -> None:
+    if status is None:
+        log.warning("lease on chunk %d of task %d was lost; another worker has it",
+                    chunk.seq, chunk.task_id)
+    else:
+        log.info("applied chunk %d of task %d (tenant %d): task %s", chunk.seq, chunk.task_id,
+                 chunk.tenant_id, status)
+
+
+def run_loop(pool: ConnectionPool, settings: TaskSettings, stop: threading.Event) -> None:
+    """Apply chunks until `stop` is set; database trouble is waited out, not fatal."""
+    while not stop.is_set():
+        try:
+            busy = work_one(pool, settings)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            log.warning("database unavailable, task worker waits: %s", type(exc).__name__)
+            busy = False
+        except Exception:  # a bug: log it; the chunk's lease runs out and it is tried again
+            log.exception("task worker error")
+            busy = False
+        if not busy:
+            stop.wait(settings.poll_seconds)
+
+
+def purge(pool: ConnectionPool, settings: TaskSettings) -> None:
+    """Delete tasks that ended before the retention, a slice at a time."""
+    try:
+        with pool.connection() as conn:
+            while (deleted := purge_finished_tasks(conn, settings.retention_days)) > 0:
+                log.info("purged %d batch tasks older than %d days", deleted, settings.retention_days)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        log.warning("task purge skipped, database unavailable: %s", type(exc).__name__)
+
+
+def run_until_signalled(pool: ConnectionPool, settings: TaskSettings, threads: int) -> None:
+    """Run `threads` worker loops until SIGTERM or SIGINT; a chunk being applied
+    when the signal comes is finished and committed first."""
+    signals_received: list[int] = []  # a list, not an Event: see the dispatcher's reason
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: signals_received.append(received))
+    stop = threading.Event()
+    workers = [threading.Thread(target=run_loop, args=(pool, settings, stop),
+                                name=f"tasks-{n}", daemon=True) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    next_purge = time.monotonic()
+    while not signals_received:
+        if time.monotonic() >= next_purge:
+            purge(pool, settings)
+            next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+        time.sleep(0.2)
+    stop.set()
+    for worker in workers:
+        worker.join()
