@@ -10,7 +10,8 @@ Phases, all in one run so that they share machine, database and data:
    client threads, then the floor (app.engine.upsert.upsert_contacts on
    pre-validated rows) from 2 threads, same shapes, fresh keys; all of it
    in 3 interleaved rounds, so that the machine's drift is shared fairly;
-4. the naive row-by-row baseline; 5. the in-process CPU profiles (mixed, resync);
+4. batch tasks: 100,000 rows with one and two task workers (bench/tasks.py);
+5. the naive row-by-row baseline; the in-process CPU profiles (mixed, resync);
 6. what the change feed's index costs the engine (bench/feed_index.py);
 7. the table, the target checks, bench/results/*.json and *.png.
 
@@ -51,6 +52,7 @@ from bench.seed import (
     server_version,
 )
 from bench.service import WORKERS, Gunicorn, http_sender
+from bench.tasks import format_tasks, measure_tasks
 from bench.workload import SCENARIOS, THREADS, Batch, Workload
 
 # Batches per client thread: roughly 15-25 s of the service each on an idle
@@ -182,7 +184,7 @@ def git_commit() -> str | None:
 
 
 def collect(database: Database, service: dict[str, Result], floor: dict[str, Result], naive: Result,
-            profile: dict[str, Any], feed_index: dict[str, Any], started: float,
+            tasks: dict[str, Any], profile: dict[str, Any], feed_index: dict[str, Any], started: float,
             stamp: str) -> dict[str, Any]:
     """Everything the report prints and the JSON file keeps."""
     results: dict[str, Any] = {
@@ -197,6 +199,7 @@ def collect(database: Database, service: dict[str, Result], floor: dict[str, Res
         "naive": naive.summary(),
         "speedup_over_naive": {"floor": round(floor["mixed-1000"].rate / naive.rate, 1),
                                "service": round(service["mixed-1000"].rate / naive.rate, 1)},
+        "tasks": tasks,
         "profile": profile,
         "feed_index_cost": feed_index,
     }
@@ -218,6 +221,7 @@ def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
             "service": {s: service_way(gunicorn.base_url, tenants, s) for s in SCENARIOS},
             "floor": {s: floor_way(conns, tenants, s) for s in SCENARIOS}})
         service, floor = results["service"], results["floor"]
+        tasks = measure_tasks(gunicorn.base_url, database.url, tenants, RESULTS_DIR / "tasks.log", log)
         gunicorn.stop()  # idle from here on; the rest runs in this process
         naive = run_naive(conns, tenants)
     finally:
@@ -230,7 +234,7 @@ def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
         profile[scenario] = profile_service(database, tenants, scenario)
     log("measuring the feed index's cost on two scratch databases")
     feed_index = measure_feed_index_cost(database.url, log)
-    return collect(database, service, floor, naive, profile, feed_index, started, stamp)
+    return collect(database, service, floor, naive, tasks, profile, feed_index, started, stamp)
 
 
 def main() -> int:
@@ -254,6 +258,8 @@ def main() -> int:
         close_database(database)
     json_path, png_path = write_results(results, stamp)
     print(format_table(results))
+    print()
+    print(format_tasks(results["tasks"], results["service"]["mixed-1000"]["contacts_per_s"]))
     print(format_feed_index_cost(results["feed_index_cost"]))
     print()
     for profile in results["profile"].values():

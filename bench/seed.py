@@ -48,7 +48,7 @@ class Database:
 
 @dataclass(frozen=True)
 class Tenant:
-    """A bench tenant: its position (0-9), database id and a contacts:write token."""
+    """A bench tenant: its position (0-9), database id and a contacts:write, jobs:read token."""
 
     index: int
     slug: str
@@ -158,10 +158,10 @@ def refresh_statistics(conn: psycopg.Connection, embedded: bool) -> None:
 
 
 def create_tokens(conn: psycopg.Connection, tenants: list[tuple[int, str, int]]) -> list[Tenant]:
-    """One contacts:write token per bench tenant."""
+    """One token per bench tenant: writing contacts, and reading the batch tasks it submits."""
     with conn.transaction():
         return [Tenant(index, slug, tenant_id,
-                       create_token(conn, tenant_id, ["contacts:write"])[0].secret)
+                       create_token(conn, tenant_id, ["contacts:write", "jobs:read"])[0].secret)
                 for index, slug, tenant_id in tenants]
 
 

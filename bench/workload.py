@@ -32,6 +32,11 @@ WIRE_NAMES = {"external_id": "externalId", "email": "email", "first_name": "firs
 _revisions = itertools.count(1)
 
 
+def next_revision() -> int:
+    """A `rev` attribute value never sent before in this process."""
+    return next(_revisions)
+
+
 @dataclass
 class Batch:
     """One request's worth of contacts for one tenant, and what it must report."""
@@ -129,7 +134,7 @@ class Workload:
         for local in existing:
             n = contact_number(tenant, local)
             update = {"external_id": f"ext-{n}", "email": f"user{n}@example.com",
-                      "first_name": f"First{n}", "attributes": {"rev": next(_revisions)}}
+                      "first_name": f"First{n}", "attributes": {"rev": next_revision()}}
             new = self.new_row()
             if relations:
                 update, new = with_relations(update, n), with_relations(new, self.new_serial)

@@ -262,9 +262,10 @@ def summary(total: int, outcomes: list[RowOutcome], failures: list[dict],
 def row_outcomes(report: BulkReport) -> list[dict[str, Any]]:
     """Every row's outcome in row order, a failed row with its failure entry:
     what a batch task keeps per row."""
-    failures = {failure["index"]: failure for failure in report.summary["failures"]}
-    return [{**result, **failures.get(result["index"], {})}
-            for result in row_results(report.summary["totalCount"], report.outcomes)]
+    outcomes = row_results(report.summary["totalCount"], report.outcomes)
+    for failure in report.summary["failures"]:
+        outcomes[failure["index"]].update(failure)
+    return outcomes
 
 
 def row_results(total: int, outcomes: list[RowOutcome]) -> list[dict[str, Any]]:

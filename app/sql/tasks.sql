@@ -8,11 +8,12 @@ RETURNING id;
 
 -- name: insert-task-chunks
 -- A task's chunks in one statement, from parallel arrays; position follows
--- the order of the arrays, so the chunks apply in the order sent.
+-- the order of the arrays, so the chunks apply in the order sent. Binary
+-- parameters: a text array literal would escape every quote of the JSON.
 INSERT INTO batch_task_chunks (tenant_id, task_id, seq, first_index, row_count, rows)
-SELECT %(tenant_id)s, %(task_id)s, c.seq, c.first_index, c.row_count, c.rows
-FROM unnest(%(seqs)s::integer[], %(first_indexes)s::integer[], %(row_counts)s::integer[],
-            %(rows)s::json[]) AS c (seq, first_index, row_count, rows)
+SELECT %(tenant_id)s, %(task_id)s, c.seq, c.first_index, c.row_count, c.rows::json
+FROM unnest(%(seqs)b::integer[], %(first_indexes)b::integer[], %(row_counts)b::integer[],
+            %(rows)b::text[]) AS c (seq, first_index, row_count, rows)
 ORDER BY c.seq;
 
 -- name: complete-empty-task
