@@ -96,12 +96,33 @@ def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path, receive
         assert changed.json()["data"]["updatedCount"] == 1
         [event] = receiver.wait_for(1, timeout=30)
         assert json.loads(event.body)["data"]["changedFields"] == ["firstName"]
+        # The task worker beside them applies an Inrō bulk update, as the README shows.
+        assert_inro_update_applies(f"http://127.0.0.1:{port}", token)
     finally:
         stop(second, signal.SIGINT)
     assert second.returncode == 0
     output = second.stdout.read()
     assert "cs_" not in output  # data was reused: no second demo tenant
-    assert "Dispatcher stopped." in output
+    assert "Dispatcher stopped." in output and "Task worker stopped." in output
+
+
+def assert_inro_update_applies(base_url: str, token: str) -> None:
+    """PUT one update by email, poll its batch task until it ends, read the contact."""
+    auth = {"Authorization": f"Bearer {token}"}
+    queued = requests.put(f"{base_url}/api/v1/contacts/bulk", headers=auth, timeout=30, json={
+        "contacts": [{"email": "alice@example.com", "contact": {"status": "optout"}}]}).json()
+    assert queued["accepted_count"] == 1, queued
+    deadline = time.monotonic() + 30
+    while True:
+        task = requests.get(f"{base_url}/api/v1/batch_tasks/{queued['batch_task_id']}", headers=auth,
+                            timeout=10).json()
+        if task["status"] == "completed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert task["status"] == "completed", task
+    [contact] = requests.get(f"{base_url}/contacts?email=alice@example.com", headers=auth,
+                             timeout=10).json()["data"]
+    assert contact["status"] == "optout"
 
 
 def test_a_worker_killed_mid_batch_leaves_none_of_it_and_the_service_goes_on(gunicorn, tenant,
