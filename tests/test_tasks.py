@@ -238,3 +238,22 @@ def test_counters_equal_the_stored_results(app, client, headers, db, tenant):
     for status in ("created", "updated", "unchanged", "failed"):
         assert task[f"{status}_count"] == sum(1 for o in outcomes if o["status"] == status), status
     assert (task["created_count"], task["updated_count"], task["failed_count"]) == (700, 10, 3)
+
+
+def test_a_retried_submission_with_its_idempotency_key_answers_the_same_task(client, headers, db):
+    keyed = {**headers, **ASYNC, "Idempotency-Key": "import-2026-12-04"}
+    first = client.post(BULK_URL, json={"contacts": rows(3)}, headers=keyed)
+    again = client.post(BULK_URL, json={"contacts": rows(3)}, headers=keyed)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert db.execute("SELECT count(*) AS n FROM batch_tasks").fetchone()["n"] == 1
+
+
+def test_rows_that_are_not_objects_fail_alone_in_the_worker(app, client, headers):
+    task_id = submit(client, headers, [5, "x", None, {"email": "ok@example.com"}]).get_json()["data"]["id"]
+    drain(app)
+    results = client.get(f"/batch-tasks/{task_id}/results", headers=headers).get_json()["data"]
+    assert [r["status"] for r in results] == ["failed", "failed", "failed", "created"]
+    assert {r.get("code") for r in results[:3]} == {"invalid_contact"}

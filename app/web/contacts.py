@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, Response, current_app, g, request
 from marshmallow import ValidationError
 
 from app.auth import require_scope
@@ -56,7 +56,7 @@ def submit_bulk_task():
     raw = read_body(max_bytes=config["TASK_MAX_BODY_BYTES"])
     idempotency = idempotency_of_request(raw)
     if idempotency is not None and (replay := replay_if_answered(idempotency)) is not None:
-        return replay
+        return with_task_location(replay)
     try:
         envelope = bulk_request_schema.load(parse_json(raw))
     except ValidationError as exc:
@@ -76,10 +76,13 @@ def submit_bulk_task():
         assert task is not None  # stored just now, in this transaction
         return {"success": True, "data": task_view(task)}, 202
 
-    response = run_write(work, idempotency)
+    return with_task_location(run_write(work, idempotency))
+
+
+def with_task_location(response: Response) -> Response:
+    """A 202 (first answer or replay) names its task in Location."""
     if response.status_code == 202:
-        task_id = response.get_json()["data"]["id"]
-        response.headers["Location"] = f"/batch-tasks/{task_id}"
+        response.headers["Location"] = f"/batch-tasks/{response.get_json()['data']['id']}"
         response.headers["Preference-Applied"] = "respond-async"
     return response
 
