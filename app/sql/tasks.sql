@@ -31,7 +31,7 @@ WHERE tenant_id = %(tenant_id)s AND id = %(task_id)s;
 -- here, so a chunk that kills its worker still runs out of attempts. The
 -- task turns `running` with its first claim.
 WITH heads AS (
-    SELECT DISTINCT ON (tenant_id) tenant_id, task_id, seq, position, lease_until
+    SELECT DISTINCT ON (tenant_id) tenant_id, task_id, seq, position
     FROM batch_task_chunks
     WHERE state = 'pending'
     ORDER BY tenant_id, position
@@ -39,7 +39,10 @@ WITH heads AS (
     SELECT c.tenant_id, c.task_id, c.seq
     FROM batch_task_chunks AS c
     JOIN heads AS h ON h.tenant_id = c.tenant_id AND h.task_id = c.task_id AND h.seq = c.seq
-    WHERE c.state = 'pending' AND (h.lease_until IS NULL OR h.lease_until < now())
+    -- The locked row's own lease, not the CTE's copy: after waiting for a
+    -- claim that another worker committed meanwhile, PostgreSQL re-checks c
+    -- against the new row version, but h keeps the snapshot's.
+    WHERE c.state = 'pending' AND (c.lease_until IS NULL OR c.lease_until < now())
     ORDER BY h.position
     LIMIT 1
     FOR UPDATE OF c SKIP LOCKED
