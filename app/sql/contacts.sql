@@ -4,24 +4,36 @@
 
 -- name: select-contacts-by-keys
 -- Read every stored contact that the batch's ids (updates by id), externalIds,
--- emails or usernames can reach, with its row version (xmin). No lock here: a re-sync of
--- unchanged contacts then costs no lock writes at all; lock-contacts-by-ids
--- locks only what the batch will change. With with_relations (some row
--- changes tags, folders or companies) each contact's links come too, as
--- [catalogue id, key] pairs; without it the subqueries stop at their
--- one-time filter and cost nothing.
+-- emails or usernames can reach, with its row version (xmin) and its links
+-- as [catalogue id, key] pairs: for a batch where some row changes tags,
+-- folders or companies. No lock here: a re-sync of unchanged contacts then
+-- costs no lock writes at all; lock-contacts-by-ids locks only what the batch
+-- will change.
 SELECT c.id, c.xmin::text AS version, c.external_id, c.email, c.username, c.first_name,
        c.last_name, c.name, c.phone, c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url,
        c.attributes,
        (SELECT json_agg(json_build_array(t.id, t.name))
         FROM contact_tags AS l JOIN tags AS t ON t.tenant_id = l.tenant_id AND t.id = l.tag_id
-        WHERE %(with_relations)s AND l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS tags,
+        WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS tags,
        (SELECT json_agg(json_build_array(f.id, f.name))
         FROM contact_folders AS l JOIN folders AS f ON f.tenant_id = l.tenant_id AND f.id = l.folder_id
-        WHERE %(with_relations)s AND l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS folders,
+        WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS folders,
        (SELECT json_agg(json_build_array(o.id, o.company_id))
         FROM contact_companies AS l JOIN companies AS o ON o.tenant_id = l.tenant_id AND o.id = l.company_id
-        WHERE %(with_relations)s AND l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS companies
+        WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS companies
+FROM contacts AS c
+WHERE c.tenant_id = %(tenant_id)s
+  AND (c.id = ANY(%(ids)b::bigint[]) OR c.external_id = ANY(%(external_ids)b::text[])
+       OR c.email = ANY(%(emails)b::text[]) OR c.username = ANY(%(usernames)b::text[]));
+
+-- name: select-contacts-by-keys-plain
+-- select-contacts-by-keys for a batch whose rows change no tags, folders or
+-- companies: the same contacts without their links, which it neither reads
+-- nor writes. A narrower answer, and no link structures built in Python:
+-- the common batch (and every re-sync) pays for no relation.
+SELECT c.id, c.xmin::text AS version, c.external_id, c.email, c.username, c.first_name,
+       c.last_name, c.name, c.phone, c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url,
+       c.attributes
 FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s
   AND (c.id = ANY(%(ids)b::bigint[]) OR c.external_id = ANY(%(external_ids)b::text[])
