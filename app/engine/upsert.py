@@ -67,13 +67,15 @@ ABSENT = object()
 SCALAR_FIELD_SET = frozenset(SCALAR_FIELDS)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: every contact a batch reads is one of these
 class Contact:
     """A stored contact as this batch sees it; `id` is None until inserted.
 
     `links` holds, per relation, the keys of its entries: lower-cased tag and
     folder names, the client's companyIds. `stored_links` maps the keys read
-    to their catalogue ids, so that only the difference is written.
+    to their catalogue ids, so that only the difference is written. Both are
+    None (no links) until a batch that touches relations reads or sets them:
+    most batches never do, and every contact they read would pay for them.
     """
 
     id: int | None
@@ -91,13 +93,20 @@ class Contact:
     owner_id: str | None = None
     avatar_url: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
-    # Literals, not comprehensions over RELATIONS: every contact read builds them.
-    links: dict[str, set[str]] = field(
-        default_factory=lambda: {"tags": set(), "folders": set(), "companies": set()})
-    stored_links: dict[str, dict[str, int]] = field(
-        default_factory=lambda: {"tags": {}, "folders": {}, "companies": {}})
+    links: dict[str, set[str]] | None = None
+    stored_links: dict[str, dict[str, int]] | None = None
     created_by_index: int | None = None  # the row of this batch that created it
     changed_fields: set[str] = field(default_factory=set)  # over the whole batch
+
+    def links_of(self, relation: str) -> set[str]:
+        """The keys of the contact's entries of one relation, to read or change."""
+        if self.links is None:
+            self.links = {"tags": set(), "folders": set(), "companies": set()}
+        return self.links[relation]
+
+    def stored_links_of(self, relation: str) -> dict[str, int]:
+        """The entries of one relation as read: key -> catalogue id."""
+        return {} if self.stored_links is None else self.stored_links[relation]
 
 
 @dataclass(frozen=True)
@@ -234,7 +243,7 @@ class Batch:
                 contact.attributes = merged
         if "tags" in row or "folders" in row or "companies" in row:
             for relation, spellings in self.spellings.items():
-                if relation in row and change_names(contact.links[relation], row[relation], spellings):
+                if relation in row and change_names(contact.links_of(relation), row[relation], spellings):
                     changed.add(relation)
             if "companies" in row and self.change_companies(contact, row["companies"]):
                 changed.add("companies")
@@ -247,7 +256,7 @@ class Batch:
         contact. Renaming a company it has counts as a change of it (and of
         no other contact: the name is the catalogue's)."""
         changed = False
-        companies = contact.links["companies"]
+        companies = contact.links_of("companies")
         for change in changes:
             company_id = change["company_id"]
             if change["remove"]:
@@ -311,7 +320,7 @@ class Batch:
                             {"tenant_id": self.tenant_id, **contact_arrays(new)}).fetchall()
         id_of = {first_identity(row): row["id"] for row in rows}
         for contact in new:
-            contact.id = id_of[first_identity(vars(contact))]
+            contact.id = id_of[first_identity({name: getattr(contact, name) for name in IDENTITIES})]
 
     def write_relations(self, conn: psycopg.Connection, written: list[Contact]) -> None:
         """Write what changed of the written contacts' tags, folders and
@@ -372,7 +381,7 @@ def link_changes(contacts: list[Contact], relation: str, entry_ids: dict[str, in
     removed: list[tuple[int, int]] = []
     for contact in contacts:
         assert contact.id is not None
-        keys, stored = contact.links[relation], contact.stored_links[relation]
+        keys, stored = contact.links_of(relation), contact.stored_links_of(relation)
         added.extend((contact.id, entry_ids[key]) for key in keys - stored.keys())
         removed.extend((contact.id, stored[key]) for key in stored.keys() - keys)
     added.sort()  # concurrent batches insert links in the same order
