@@ -291,7 +291,10 @@ CREATE INDEX IF NOT EXISTS batch_tasks_finished_idx
 -- tenant's oldest pending chunk, so a tenant's chunks apply in that order.
 -- rows is json (not jsonb): the rows exactly as sent, parsed by the worker as
 -- the synchronous door parses them; it is emptied once the chunk is applied,
--- and results then holds one outcome per row. A claim is a lease (lease_id
+-- and results then holds one outcome per row. prepared is the rows as
+-- validation left them, written ahead by an idle worker while the tenant's
+-- earlier chunk is applied (validation depends on no earlier row), so the
+-- ordered part of the work is only planning and writing. A claim is a lease (lease_id
 -- until lease_until, counted in attempts); the applying transaction holds
 -- the chunk's row lock and checks the lease, so a chunk is applied once.
 CREATE TABLE IF NOT EXISTS batch_task_chunks (
@@ -303,6 +306,7 @@ CREATE TABLE IF NOT EXISTS batch_task_chunks (
     row_count   integer NOT NULL,
     state       text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'skipped')),
     rows        json,
+    prepared    json,
     results     json,
     lease_id    uuid,
     lease_until timestamptz,

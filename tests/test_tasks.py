@@ -257,3 +257,41 @@ def test_rows_that_are_not_objects_fail_alone_in_the_worker(app, client, headers
     results = client.get(f"/batch-tasks/{task_id}/results", headers=headers).get_json()["data"]
     assert [r["status"] for r in results] == ["failed", "failed", "failed", "created"]
     assert {r.get("code") for r in results[:3]} == {"invalid_contact"}
+
+
+def test_rows_validated_ahead_give_the_outcomes_of_rows_validated_as_applied(
+        app, client, make_tenant, make_token, db):
+    """An idle worker validates the next chunks while another applies (prepare_chunk);
+    the outcomes must be exactly those of chunks that validate themselves."""
+    def contacts(tenant_tag: str) -> list:
+        return (rows(400) + [{"email": "not-an-address"}, {"externalId": "crm-1", "nope": 1}]
+                + [{"externalId": "crm-2", "email": "user3@example.com"}]  # conflict
+                + rows(300, start=200, tags={"add": ["vip"], "remove": []}) + [7])
+
+    scopes = ("contacts:write", "jobs:read")
+    prepared_headers = auth_headers(make_token(make_tenant("prepared"), scopes))
+    plain_headers = auth_headers(make_token(make_tenant("plain"), scopes))
+    prepared_task = submit(client, prepared_headers, contacts("a")).get_json()["data"]["id"]
+    with pool_of(app).connection() as conn:
+        while engine.prepare_chunk(conn):
+            pass
+    assert db.execute("SELECT count(*) AS n FROM batch_task_chunks WHERE prepared IS NULL"
+                      ).fetchone()["n"] == 0
+    plain_task = submit(client, plain_headers, contacts("b")).get_json()["data"]["id"]
+    drain(app)
+
+    def outcomes(headers: dict, task_id: int) -> list[dict]:
+        results = client.get(f"/batch-tasks/{task_id}/results?limit=1000", headers=headers).get_json()
+        return [{k: v for k, v in r.items() if k not in ("id", "conflict")} for r in results["data"]]
+
+    assert outcomes(prepared_headers, prepared_task) == outcomes(plain_headers, plain_task)
+    assert {r["status"] for r in outcomes(plain_headers, plain_task)} == {"created", "updated", "failed"}
+    assert db.execute("SELECT count(*) AS n FROM batch_task_chunks WHERE prepared IS NOT NULL"
+                      ).fetchone()["n"] == 0  # dropped with the rows once applied
+
+
+def test_a_chunk_being_applied_is_not_validated_ahead(app, client, headers, db):
+    submit(client, headers, rows(10))
+    with pool_of(app).connection() as conn:
+        assert engine.claim_chunk(conn, lease_seconds=30) is not None
+        assert engine.prepare_chunk(conn) is False  # its worker validates it as it applies

@@ -25,7 +25,16 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Json
 
-from app.engine.bulk import BulkOptions, BulkReport, bulk_update_by_id, bulk_upsert, row_outcomes
+from app.engine.bulk import (
+    BulkOptions,
+    BulkReport,
+    bulk_update_by_id,
+    bulk_upsert,
+    known_addresses,
+    row_outcomes,
+    validate_rows,
+    write_valid_rows,
+)
 from app.engine.outbox import enqueue_task_event, iso_timestamp
 from app.engine.upsert import CREATED, FAILED, UNCHANGED, UPDATED
 from app.sql import queries
@@ -92,7 +101,7 @@ def apply_chunk(conn: psycopg.Connection, chunk: ClaimedChunk, *, give_up: bool,
                      "message": "This row could not be applied; send it again."}
                     for i in range(held["row_count"])]
     else:
-        report = apply_rows(conn, chunk.tenant_id, held["kind"], held["rows"],
+        report = apply_rows(conn, chunk.tenant_id, held["kind"], held["rows"], held["prepared"],
                             BulkOptions(run_workflow=held["run_workflow"], return_results=True),
                             exclusive=exclusive)
         outcomes = row_outcomes(report)
@@ -113,11 +122,36 @@ def apply_chunk(conn: psycopg.Connection, chunk: ClaimedChunk, *, give_up: bool,
 
 
 def apply_rows(conn: psycopg.Connection, tenant_id: int, kind: str, rows: list[Any],
-               options: BulkOptions, *, exclusive: bool) -> BulkReport:
-    """A chunk's rows through the engine of the door that submitted them."""
+               prepared: dict[str, Any] | None, options: BulkOptions, *, exclusive: bool) -> BulkReport:
+    """A chunk's rows through the engine of the door that submitted them;
+    native rows that a worker validated ahead (`prepare_chunk`) skip validation."""
     if kind == INRO:
         return bulk_update_by_id(conn, tenant_id, rows, options, exclusive=exclusive)
+    if prepared is not None:
+        valid = [(index, row) for index, row in prepared["valid"]]
+        return write_valid_rows(conn, tenant_id, rows, valid, prepared["invalid"], options,
+                                exclusive=exclusive)
     return bulk_upsert(conn, tenant_id, rows, options, exclusive=exclusive)
+
+
+def prepare_chunk(conn: psycopg.Connection) -> bool:
+    """Validate ahead the oldest pending chunk that nobody validated or is
+    applying, and store the result on it; False when there is none.
+
+    A tenant's chunks apply one at a time, but validating a row depends on
+    no other row, so an idle worker validates the next chunks while another
+    applies the current one: a single task then uses more than one worker.
+    Autocommit statements, no lock held while validating.
+    """
+    chunk = conn.execute(queries["select-chunk-to-prepare"]).fetchone()
+    if chunk is None:
+        return False
+    rows = chunk["rows"]
+    valid, invalid = validate_rows(rows, known_addresses(conn, chunk["tenant_id"], rows))
+    conn.execute(queries["store-prepared-rows"], {
+        "tenant_id": chunk["tenant_id"], "task_id": chunk["task_id"], "seq": chunk["seq"],
+        "prepared": Json({"valid": valid, "invalid": invalid})})
+    return True
 
 
 def find_task(conn: psycopg.Connection, tenant_id: int, task_id: int) -> dict[str, Any] | None:

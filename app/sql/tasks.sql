@@ -65,7 +65,7 @@ SELECT tenant_id, task_id, seq, attempts FROM claimed;
 -- The applying transaction's guard: the chunk, still pending and still under
 -- this worker's lease, locked until commit. No row: the lease was lost (or
 -- the task cancelled), and this worker must not apply it.
-SELECT c.first_index, c.row_count, c.rows, t.kind, t.run_workflow
+SELECT c.first_index, c.row_count, c.rows, c.prepared, t.kind, t.run_workflow
 FROM batch_task_chunks AS c
 JOIN batch_tasks AS t ON t.tenant_id = c.tenant_id AND t.id = c.task_id
 WHERE c.tenant_id = %(tenant_id)s AND c.task_id = %(task_id)s AND c.seq = %(seq)s
@@ -75,7 +75,8 @@ FOR UPDATE OF c;
 -- name: mark-chunk-done
 -- The chunk is applied: its outcomes kept, its rows (personal data) dropped.
 UPDATE batch_task_chunks
-SET state = 'done', rows = NULL, results = %(results)s, lease_id = NULL, lease_until = NULL
+SET state = 'done', rows = NULL, prepared = NULL, results = %(results)s, lease_id = NULL,
+    lease_until = NULL
 WHERE tenant_id = %(tenant_id)s AND task_id = %(task_id)s AND seq = %(seq)s;
 
 -- name: count-chunk-outcomes
@@ -99,6 +100,28 @@ SET processed_count = processed_count + %(processed)s,
         ELSE completed_at END
 WHERE tenant_id = %(tenant_id)s AND id = %(task_id)s
 RETURNING status;
+
+-- name: select-chunk-to-prepare
+-- The oldest pending chunk of native rows that nobody has validated yet and
+-- no worker holds a live lease on (that one is being applied, and validates
+-- as it goes). No lock: a worker that applies must never find its next chunk
+-- locked by one that validates. Two idle workers may validate the same
+-- chunk; the first to store it wins, and the result is the same anyway.
+SELECT c.tenant_id, c.task_id, c.seq, c.rows
+FROM batch_task_chunks AS c
+JOIN batch_tasks AS t ON t.tenant_id = c.tenant_id AND t.id = c.task_id
+WHERE c.state = 'pending' AND c.prepared IS NULL AND t.kind = 'contacts.bulk_update'
+  AND (c.lease_until IS NULL OR c.lease_until < now())
+ORDER BY c.position
+LIMIT 1;
+
+-- name: store-prepared-rows
+-- A chunk's rows as validation left them: the valid ones with their index,
+-- and the failures; unless it was applied, cancelled or prepared meanwhile.
+UPDATE batch_task_chunks
+SET prepared = %(prepared)s
+WHERE tenant_id = %(tenant_id)s AND task_id = %(task_id)s AND seq = %(seq)s AND state = 'pending'
+  AND prepared IS NULL;
 
 -- name: select-task
 -- One task, as every door shows it (one indexed read: what a poll costs).
@@ -131,7 +154,7 @@ LIMIT %(chunks)s;
 -- before the task (as an applying worker does), so a cancel never deadlocks
 -- with a worker; one being applied right now is waited for, and stays applied.
 UPDATE batch_task_chunks
-SET state = 'skipped', rows = NULL, lease_id = NULL, lease_until = NULL
+SET state = 'skipped', rows = NULL, prepared = NULL, lease_id = NULL, lease_until = NULL
 WHERE tenant_id = %(tenant_id)s AND task_id = %(task_id)s AND state = 'pending';
 
 -- name: cancel-task

@@ -2,7 +2,8 @@
 
 Each of its threads repeats: claim the next chunk that may be applied (a
 lease, in one short statement), then apply it in one transaction
-(app/engine/tasks.py), retried on races as the synchronous doors retry. Any
+(app/engine/tasks.py), retried on races as the synchronous doors retry;
+with no chunk due, validate one ahead that another worker will apply. Any
 number of workers, on any machines, may run against one database: SKIP
 LOCKED keeps them off each other's chunks, and a chunk whose worker died is
 due again when its lease runs out.
@@ -18,7 +19,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.db import run_in_transaction
-from app.engine.tasks import ClaimedChunk, apply_chunk, claim_chunk, purge_finished_tasks
+from app.engine.tasks import ClaimedChunk, apply_chunk, claim_chunk, prepare_chunk, purge_finished_tasks
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,11 @@ def settings_from_config(config: dict) -> TaskSettings:
 
 
 def work_one(pool: ConnectionPool, settings: TaskSettings) -> bool:
-    """Claim and apply one chunk; False when none was due."""
+    """Claim and apply one chunk, or else validate one ahead; False when there was nothing to do."""
     with pool.connection() as conn:
         chunk = claim_chunk(conn, settings.lease_seconds)
         if chunk is None:
-            return False
+            return prepare_chunk(conn)
         give_up = chunk.attempts > settings.max_attempts
         if give_up:
             log.error("chunk %d of task %d used up %d attempts; its rows are failed",
