@@ -189,6 +189,14 @@ def run_in_transaction(conn: psycopg.Connection, work: Callable[[psycopg.Connect
     raise AssertionError("unreachable")
 
 
+def run_read_only(conn: psycopg.Connection, work: Callable[[psycopg.Connection], T]) -> T:
+    """Run `work(conn)` in one read-only transaction: a dry run that tried to
+    write would fail rather than write."""
+    with conn.transaction():
+        conn.execute(queries["set-transaction-read-only"])
+        return work(conn)
+
+
 def apply_schema(conn: psycopg.Connection) -> None:
     """Apply schema.sql (idempotent), serialised so concurrent starts do not race."""
     with conn.transaction():

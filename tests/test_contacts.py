@@ -69,7 +69,8 @@ def test_rule_1_external_id_match_changes_email_and_keeps_the_contact(client, he
     assert data["updatedCount"] == 1
     [contact] = stored_contacts(db, tenant["id"])
     assert contact["email"] == "new@example.com"
-    assert data["results"] == [{"index": 0, "id": contact["id"], "status": "updated"}]
+    assert data["results"] == [{"index": 0, "id": contact["id"], "status": "updated",
+                                "changedFields": ["email"]}]
 
 
 def test_rule_1_email_held_by_another_contact_is_an_identity_conflict(client, headers, db, tenant):
@@ -526,3 +527,70 @@ def test_tags_and_folders_are_made_once_whatever_the_case(client, headers):
     assert (bad.status_code, error_code(bad)) == (400, "validation_failed")
     page = client.get("/tags", query_string={"limit": 1}, headers=headers).get_json()
     assert (len(page["data"]), page["hasMore"], page["nextAfter"]) == (1, False, None)
+
+
+def test_each_updated_row_names_what_it_changed_in_the_documented_order(client, headers):
+    post_bulk(client, headers, [{"externalId": "crm-1", "email": "a@example.com", "firstName": "A"}])
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "crm-1", "firstName": "B", "attributes": {"plan": "pro"}, "email": "b@example.com"},
+        {"externalId": "crm-1", "tags": {"add": ["vip"], "remove": []}, "firstName": "B"},
+        {"externalId": "crm-1", "firstName": "B"},
+        {"externalId": "crm-2"},
+    ], returnResults=True))
+    assert [r.get("changedFields") for r in data["results"]] == [
+        ["email", "firstName", "attributes"], ["tags"], None, None]
+    assert [r["status"] for r in data["results"]] == ["updated", "updated", "unchanged", "created"]
+
+
+def test_a_dry_run_answers_what_the_write_would_and_writes_nothing(client, headers, db, tenant):
+    post_bulk(client, headers, [{"externalId": "crm-1", "email": "a@example.com", "firstName": "A"}])
+    before = stored_contacts(db, tenant["id"])
+    batch = [{"externalId": "crm-1", "firstName": "B", "tags": {"add": ["vip"], "remove": []}},
+             {"externalId": "crm-2", "email": "a@example.com"},  # conflict
+             {"email": "not-an-address"},
+             {"externalId": "crm-3", "email": "c@example.com"}]
+    dry = data_of(post_bulk(client, headers, batch, returnResults=True, dryRun=True, runWorkflow=True))
+    assert stored_contacts(db, tenant["id"]) == before
+    assert db.execute("SELECT count(*) AS n FROM tags").fetchone()["n"] == 0
+    real = data_of(post_bulk(client, headers, batch, returnResults=True, runWorkflow=True))
+    assert dry.pop("dryRun") is True and "dryRun" not in real
+    created_id = real["results"][3].pop("id")
+    assert dry["results"][3].pop("id") is None and created_id is not None  # no id before it exists
+    assert dry == real
+
+
+def test_a_dry_run_takes_no_idempotency_key_and_no_batch_task(client, headers):
+    keyed = client.post("/contacts/bulk-update", json={"contacts": [{"externalId": "x"}], "dryRun": True},
+                        headers={**headers, "Idempotency-Key": "k-1"})
+    assert keyed.status_code == 400 and "Idempotency-Key" in keyed.get_json()["error"]["details"]
+    queued = client.post("/contacts/bulk-update", json={"contacts": [{"externalId": "x"}], "dryRun": True},
+                         headers={**headers, "Prefer": "respond-async"})
+    assert queued.status_code == 400 and "dryRun" in queued.get_json()["error"]["details"]
+
+
+def test_a_dry_run_of_one_contact_says_what_would_change(client, headers, db, tenant):
+    client.post("/contacts", json={"externalId": "crm-1", "firstName": "A"}, headers=headers)
+    before = stored_contacts(db, tenant["id"])
+    dry = client.post("/contacts", json={"externalId": "crm-1", "firstName": "B", "dryRun": True},
+                      headers=headers)
+    assert dry.status_code == 200
+    assert dry.get_json()["data"] == {"status": "updated", "changedFields": ["firstName"], "contact": None,
+                                      "dryRun": True}
+    new = client.post("/contacts", json={"externalId": "crm-9", "dryRun": True}, headers=headers)
+    assert new.status_code == 200 and new.get_json()["data"]["status"] == "created"
+    assert stored_contacts(db, tenant["id"]) == before
+    real = client.post("/contacts", json={"externalId": "crm-1", "firstName": "B"}, headers=headers)
+    assert real.get_json()["data"]["changedFields"] == ["firstName"]
+
+
+def test_a_dry_run_waits_for_no_row_lock(client, headers, database_url):
+    """A writer holds a contact's row lock: a dry run that would update the
+    contact answers at once (a real write would wait for the lock)."""
+    import psycopg
+
+    post_bulk(client, headers, [{"externalId": "held", "firstName": "A"}])
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT 1 FROM contacts WHERE external_id = 'held' FOR UPDATE")
+        dry = data_of(post_bulk(client, headers, [{"externalId": "held", "firstName": "B"}],
+                                dryRun=True, returnResults=True))
+        assert dry["results"][0]["changedFields"] == ["firstName"]

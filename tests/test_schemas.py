@@ -129,7 +129,7 @@ def test_locales_take_their_conventional_case(tag, canonical):
 
 def test_request_options_default_to_false():
     assert bulk_request_schema.load({"contacts": []}) == \
-        {"contacts": [], "run_workflow": False, "atomic": False, "return_results": False}
+        {"contacts": [], "run_workflow": False, "atomic": False, "return_results": False, "dry_run": False}
 
 
 @pytest.mark.parametrize("address", [

@@ -65,6 +65,41 @@ def test_engine_matches_the_sequential_reference(client, headers, db, tenant, ba
 IDENTITY_KEYS = ("externalId", "email", "username")
 
 
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(batches=batches)
+def test_a_dry_run_answers_what_the_real_run_then_does(client, headers, db, tenant, batches):
+    """DESIGN 15: over random batches, each dry run's answer is the next real
+    run's, but for ids that do not exist yet; and the dry runs wrote nothing
+    (the table is what the real runs alone make of it: the reference's)."""
+    db.execute("TRUNCATE contacts, tags, folders, companies RESTART IDENTITY CASCADE")
+    reference = Reference()
+    for batch in batches:
+        reference.batch += 1
+        dry = post_bulk(client, headers, batch, returnResults=True, dryRun=True).get_json()["data"]
+        real = post_bulk(client, headers, batch, returnResults=True).get_json()["data"]
+        assert dry.pop("dryRun") is True
+        assert dry == without_new_ids(real)
+        for index, row in enumerate(batch):
+            reference.apply(index, row)
+    stored = sorted((stored_state(c) for c in stored_contacts(db, tenant["id"])), key=repr)
+    assert stored == sorted((c.state() for c in reference.contacts), key=repr)
+
+
+def without_new_ids(data: dict) -> dict:
+    """A real answer as a dry run gives it: contacts the batch created have no id yet."""
+    new_ids = {r["id"] for r in data["results"] if r["status"] == "created"}
+    results = [{**r, "id": None} if r["id"] in new_ids else r for r in data["results"]]
+    failures = []
+    for failure in data["failures"]:
+        if "conflict" in failure:
+            conflict = {key: None if key.endswith("ContactId") and value in new_ids else value
+                        for key, value in failure["conflict"].items()}
+            failure = {**failure, "conflict": conflict}
+        failures.append(failure)
+    return {**data, "results": results, "failures": failures}
+
+
 def stored_state(contact: dict) -> tuple:
     """A stored contact (tests/support.py, stored_contacts) in the reference model's terms."""
     return (contact["external_id"], contact["email"], contact["username"], contact["first_name"],

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from marshmallow import ValidationError
 
-from app.engine.outbox import enqueue_contact_events
+from app.engine.outbox import enqueue_contact_events, wire_names
 from app.engine.reads import find_contact
 from app.engine.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
 from app.schemas.contacts import KNOWN_ADDRESSES, known_address_candidates, load_row
@@ -46,6 +46,7 @@ class BulkOptions:
     atomic: bool = False  # any failed row: BatchRejected, nothing written
     run_workflow: bool = False  # an event for every contact created or changed
     return_results: bool = False  # one `results` entry per row in the summary
+    dry_run: bool = False  # plan and report, write nothing (DESIGN 15)
 
 
 @dataclass(frozen=True)
@@ -124,28 +125,43 @@ def write_valid_rows(conn: psycopg.Connection, tenant_id: int, rows: list[Any],
     # well as invalid rows; the caller's transaction then rolls back.
     if options.atomic and (invalid or batch.failed):
         raise BatchRejected(all_failures(rows, invalid, batch.outcomes))
-    write_batch(conn, batch, options.run_workflow)
+    if not options.dry_run:
+        write_batch(conn, batch, options.run_workflow)
     # After the write: a conflict with a contact this batch created names its new id.
     failures = all_failures(rows, invalid, batch.outcomes)
-    return BulkReport(batch.outcomes, summary(len(rows), batch.outcomes, failures,
-                                              options.return_results))
+    report = summary(len(rows), batch.outcomes, failures, options.return_results)
+    if options.dry_run:
+        report["dryRun"] = True
+    return BulkReport(batch.outcomes, report)
+
+
+@dataclass(frozen=True)
+class OneUpsert:
+    """What upserting one contact did (or, in a dry run, would do)."""
+
+    status: str
+    changed_fields: list[str]  # wire names; empty unless updated
+    contact: dict[str, Any] | None  # as this transaction wrote it; None in a dry run
 
 
 def upsert_one(conn: psycopg.Connection, tenant_id: int, row: dict[str, Any], *,
-               run_workflow: bool, exclusive: bool = False) -> tuple[str, dict[str, Any]]:
-    """Plan and write one validated row; return its status and the contact as
-    this transaction wrote it. Raises ContactConflict instead of writing."""
+               run_workflow: bool, dry_run: bool = False, exclusive: bool = False) -> OneUpsert:
+    """Plan and write one validated row (plan only, in a dry run). Raises
+    ContactConflict instead of writing."""
     batch = plan_upsert(conn, tenant_id, [(0, row)], exclusive=exclusive)
     [outcome] = batch.outcomes
     if outcome.status == FAILED or outcome.contact is None:
         conflict = conflict_ids(outcome)
         raise ContactConflict({key: conflict[key] for key in
                                ("externalIdContactId", "emailContactId", "usernameContactId")})
+    changed = wire_names(outcome.changed)
+    if dry_run:
+        return OneUpsert(outcome.status, changed, None)
     write_batch(conn, batch, run_workflow)
     # Read back in the same transaction: the answer is this request's result, not a later one.
     contact = find_contact(conn, tenant_id, contact_id=outcome.contact.id)
     assert contact is not None  # written just now, in this transaction
-    return outcome.status, contact
+    return OneUpsert(outcome.status, changed, contact)
 
 
 def validate_rows(rows: list[Any], known: frozenset[str]) -> tuple[list[tuple[int, dict]], list[dict]]:
@@ -273,6 +289,8 @@ def row_results(total: int, outcomes: list[RowOutcome]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = [{"index": i, "id": None, "status": FAILED} for i in range(total)]
     for outcome in outcomes:
         if outcome.status != FAILED and outcome.contact is not None:
-            results[outcome.index] = {"index": outcome.index, "id": outcome.contact.id,
-                                      "status": outcome.status}
+            result = {"index": outcome.index, "id": outcome.contact.id, "status": outcome.status}
+            if outcome.status == UPDATED:
+                result["changedFields"] = wire_names(outcome.changed)
+            results[outcome.index] = result
     return results

@@ -53,9 +53,14 @@ def iso_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def wire_names(fields: set[str] | frozenset[str]) -> list[str]:
+    """Engine field names as the wire spells them, in the documented order."""
+    return [wire for name, wire in WIRE_FIELD_NAMES.items() if name in fields]
+
+
 def changed_field_names(contact: Contact) -> str:
-    """The contact's changed fields in wire names and documented order, comma-joined."""
-    return ",".join(wire for name, wire in WIRE_FIELD_NAMES.items() if name in contact.changed_fields)
+    """The contact's changed fields over the whole request, comma-joined (an event's changedFields)."""
+    return ",".join(wire_names(contact.changed_fields))
 
 
 def enqueue_contact_events(conn: psycopg.Connection, tenant_id: int, contacts: list[Contact]) -> int:

@@ -127,6 +127,7 @@ class RowOutcome:
     status: str
     contact: Contact | None = None
     conflict: Conflict | None = None
+    changed: frozenset[str] = frozenset()  # what this row changed (engine names), for an updated row
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -221,7 +222,9 @@ class Batch:
             return RowOutcome(index, FAILED, conflict=Conflict(
                 holders.get("external_id"), holders.get("email"), holders.get("username")))
         changed = self.apply_fields(contact, row)
-        return RowOutcome(index, UPDATED if changed else UNCHANGED, contact)
+        if not changed:
+            return RowOutcome(index, UNCHANGED, contact)
+        return RowOutcome(index, UPDATED, contact, changed=frozenset(changed))
 
     def apply_fields(self, contact: Contact, row: dict[str, Any]) -> set[str]:
         """Write the row's fields onto the contact; return the names that changed."""

@@ -446,6 +446,8 @@ class ContactUpsertSchema(ContactRowSchema):
     """POST /contacts: one row, plus the option to fire its workflow event."""
 
     run_workflow = StrictBoolean(data_key="runWorkflow", load_default=False)
+    dry_run = StrictBoolean(data_key="dryRun", load_default=False, metadata={
+        "description": "Say what the upsert would do (status, changedFields); write nothing."})
 
 
 class ContactList(fields.Field):
@@ -472,6 +474,10 @@ class BulkRequestSchema(Schema):
     run_workflow = StrictBoolean(data_key="runWorkflow", load_default=False)
     atomic = StrictBoolean(load_default=False)
     return_results = StrictBoolean(data_key="returnResults", load_default=False)
+    dry_run = StrictBoolean(data_key="dryRun", load_default=False, metadata={
+        "description": "The whole answer the request would give, with nothing written, no "
+                       "events, in a read-only transaction; no Idempotency-Key. Rows it would "
+                       "create have id null in results."})
 
 
 MAX_FEED_PAGE = 1000
@@ -613,6 +619,10 @@ class RowResultSchema(Schema):
     id = fields.Integer(required=True, allow_none=True)
     status = fields.String(required=True,
                            validate=validate.OneOf(["created", "updated", "unchanged", "failed"]))
+    changed_fields = fields.List(fields.String(), data_key="changedFields", metadata={
+        "description": "Updated rows only: what this row changed, in wire names and this order: "
+                       "externalId, email, username, firstName, lastName, name, phone, locale, optIn, "
+                       "status, ownerId, avatarUrl, attributes, tags, folders, companies."})
 
 
 class BulkSummarySchema(Schema):
@@ -626,6 +636,7 @@ class BulkSummarySchema(Schema):
     unchanged_count = fields.Integer(data_key="unchangedCount", required=True)
     failures = fields.List(fields.Nested(FailureSchema), required=True)
     results = fields.List(fields.Nested(RowResultSchema))
+    dry_run = fields.Boolean(data_key="dryRun", metadata={"description": "Present (true) in a dry run."})
 
 
 class BulkResponseSchema(Schema):
@@ -635,7 +646,11 @@ class BulkResponseSchema(Schema):
 
 class UpsertResultSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["created", "updated", "unchanged"]))
-    contact = fields.Nested(ContactSchema, required=True)
+    changed_fields = fields.List(fields.String(), data_key="changedFields", required=True,
+                                 metadata={"description": "What changed (updated only; else empty)."})
+    contact = fields.Nested(ContactSchema, required=True, allow_none=True,
+                            metadata={"description": "The contact as written; null in a dry run."})
+    dry_run = fields.Boolean(data_key="dryRun", metadata={"description": "Present (true) in a dry run."})
 
 
 class UpsertResponseSchema(Schema):

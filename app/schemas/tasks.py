@@ -58,6 +58,7 @@ class RowOutcomeSchema(Schema):
     index = fields.Integer(required=True)
     id = fields.Integer(required=True, allow_none=True)
     status = fields.String(required=True, validate=validate.OneOf(OUTCOME_STATUSES))
+    changed_fields = fields.List(fields.String(), data_key="changedFields")
     code = fields.String(validate=validate.OneOf(FAILURE_CODES))
     message = fields.String()
     external_id = fields.Raw(data_key="externalId", allow_none=True)

@@ -13,3 +13,7 @@ SELECT pg_advisory_xact_lock(hashtext('contactsync.schema'));
 -- A schema change may rewrite a large table (a column with a volatile
 -- default, a new index): no statement timeout for this transaction only.
 SET LOCAL statement_timeout = 0;
+
+-- name: set-transaction-read-only
+-- A dry run's transaction (DESIGN 15): PostgreSQL itself refuses any write in it.
+SET TRANSACTION READ ONLY;

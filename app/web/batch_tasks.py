@@ -27,7 +27,8 @@ bp = Blueprint("batch_tasks", __name__)
 
 STREAM_PAGE_ROWS = 5000
 NDJSON, CSV = "application/x-ndjson", "text/csv"
-CSV_COLUMNS = ("index", "id", "status", "code", "message", "externalId", "email", "errors", "conflict")
+CSV_COLUMNS = ("index", "id", "status", "changedFields", "code", "message", "externalId", "email", "errors",
+               "conflict")
 
 
 @bp.get("/batch-tasks")

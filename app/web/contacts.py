@@ -8,7 +8,7 @@
 | POST /contacts                | 1      | 400 validation_failed, 409 identity_conflict |
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -16,6 +16,7 @@ from flask import Blueprint, Response, current_app, g, request
 from marshmallow import ValidationError
 
 from app.auth import require_scope
+from app.db import get_conn, run_read_only
 from app.engine.bulk import BatchRejected, BulkOptions, ContactConflict, bulk_upsert, upsert_one
 from app.engine.tasks import NATIVE, find_task, submit_task, task_view
 from app.engine.upsert import CREATED
@@ -23,7 +24,7 @@ from app.errors import BatchSize, IdentityConflict, InvalidRequest, ValidationFa
 from app.schemas.contacts import bulk_request_schema, contact_upsert_schema
 from app.web.body import parse_json, read_body
 from app.web.request_log import note_counts
-from app.web.writes import idempotency_of_request, replay_if_answered, run_write
+from app.web.writes import Idempotency, idempotency_of_request, replay_if_answered, run_write
 
 bp = Blueprint("contacts", __name__)
 
@@ -61,9 +62,11 @@ def submit_bulk_task():
         envelope = bulk_request_schema.load(parse_json(raw))
     except ValidationError as exc:
         raise InvalidRequest(details=exc.messages) from None
-    if envelope["atomic"]:
-        raise InvalidRequest("atomic cannot be combined with Prefer: respond-async.",
-                             details={"atomic": ["All-or-nothing batches are synchronous only."]})
+    for option in ("atomic", "dry_run"):
+        if envelope[option]:
+            name = "dryRun" if option == "dry_run" else option
+            raise InvalidRequest(f"{name} cannot be combined with Prefer: respond-async.",
+                                 details={name: ["Synchronous requests only."]})
     rows, max_rows = envelope["contacts"], config["TASK_MAX_ROWS"]
     if not 1 <= len(rows) <= max_rows:
         raise BatchSize(f"Send between 1 and {max_rows} contacts per batch task.",
@@ -122,19 +125,37 @@ def upsert_contact():
     except ValidationError as exc:
         raise ValidationFailed("The contact is invalid; nothing was written.",
                                details={"errors": exc.messages}) from None
-    run_workflow = row.pop("run_workflow")
+    run_workflow, dry_run = row.pop("run_workflow"), row.pop("dry_run")
     tenant_id = g.principal.tenant_id
 
     def work(conn: psycopg.Connection, attempt: int) -> tuple[dict, int]:
         try:
-            status, contact = upsert_one(conn, tenant_id, row, run_workflow=run_workflow,
-                                         exclusive=attempt > 1)
+            done = upsert_one(conn, tenant_id, row, run_workflow=run_workflow, dry_run=dry_run,
+                              exclusive=attempt > 1)
         except ContactConflict as exc:
             raise IdentityConflict(details={"conflict": exc.conflict}) from None
-        return {"success": True, "data": {"status": status, "contact": contact}}, \
-            201 if status == CREATED else 200
+        data = {"status": done.status, "changedFields": done.changed_fields, "contact": done.contact}
+        if dry_run:
+            data["dryRun"] = True
+        return {"success": True, "data": data}, 201 if done.status == CREATED and not dry_run else 200
 
+    if dry_run:
+        return dry_run_answer(work, idempotency)
     return run_write(work, idempotency)
+
+
+def dry_run_answer(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
+                   idempotency: Idempotency | None) -> Response:
+    """A dry run (DESIGN 15): `work` in one read-only transaction, no key stored.
+    It writes nothing and locks no row, so it needs no retry."""
+    if idempotency is not None:
+        raise InvalidRequest("A dry run writes nothing, so it takes no Idempotency-Key.",
+                             details={"Idempotency-Key": ["Not allowed with dryRun."]})
+    with get_conn() as conn:
+        body, status = run_read_only(conn, lambda c: work(c, 1))
+    response = current_app.json.response(body)
+    response.status_code = status
+    return response
 
 
 def bulk_door(max_rows: int, always_atomic: bool):
@@ -153,7 +174,7 @@ def bulk_door(max_rows: int, always_atomic: bool):
                         details={"min": 1, "max": max_rows, "received": len(rows)})
     options = BulkOptions(atomic=always_atomic or envelope["atomic"],
                           run_workflow=envelope["run_workflow"],
-                          return_results=envelope["return_results"])
+                          return_results=envelope["return_results"], dry_run=envelope["dry_run"])
     tenant_id = g.principal.tenant_id
 
     def work(conn: psycopg.Connection, attempt: int) -> tuple[dict, int]:
@@ -166,4 +187,6 @@ def bulk_door(max_rows: int, always_atomic: bool):
         note_counts(**{key: report.summary[key] for key in COUNT_KEYS})
         return {"success": True, "data": report.summary}, 200
 
+    if options.dry_run:
+        return dry_run_answer(work, idempotency)
     return run_write(work, idempotency)
