@@ -179,6 +179,11 @@ CREATE INDEX IF NOT EXISTS contacts_tenant_change_idx ON contacts (tenant_id, ch
 -- companies sorted by id (empty lists when none). One definition for all the
 -- statements that return contacts, so reads and events cannot drift apart.
 -- json (not jsonb) keeps the keys in this order.
+-- The stale-write guard (DESIGN 15): the time the source system last changed
+-- the contact, as the last row that carried sourceUpdatedAt said. A row
+-- older than it is not applied.
+ALTER TABLE contacts ADD COLUMN IF NOT EXISTS source_updated_at timestamptz;
+
 CREATE OR REPLACE FUNCTION contact_json(c contacts) RETURNS json
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT json_build_object(
@@ -186,6 +191,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         'firstName', c.first_name, 'lastName', c.last_name, 'name', c.name, 'phone', c.phone,
         'locale', c.locale, 'optIn', c.opt_in, 'status', c.status, 'ownerId', c.owner_id,
         'avatarUrl', c.avatar_url, 'attributes', c.attributes,
+        'sourceUpdatedAt', to_char(c.source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
         'tags', (SELECT coalesce(json_agg(json_build_object('id', t.id, 'name', t.name) ORDER BY t.id), '[]')
                  FROM contact_tags AS l JOIN tags AS t ON t.tenant_id = l.tenant_id AND t.id = l.tag_id
                  WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id),
@@ -277,6 +283,7 @@ CREATE TABLE IF NOT EXISTS batch_tasks (
     updated_count   integer NOT NULL DEFAULT 0,
     unchanged_count integer NOT NULL DEFAULT 0,
     failed_count    integer NOT NULL DEFAULT 0,
+    stale_count     integer NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     completed_at    timestamptz,

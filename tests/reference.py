@@ -3,6 +3,7 @@ rows, shared by the bulk property test and the single-upsert one."""
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from hypothesis import strategies as st
@@ -17,6 +18,9 @@ TAG_NAMES = ["vip", "VIP", "trial", "hot"]
 FOLDER_NAMES = ["Leads", "leads", "March"]
 COMPANY_IDS = ["1", "2", "3"]
 COMPANY_NAMES = ["Blue Sun", "Red Moon"]
+# sourceUpdatedAt values: the first two are one instant in two zones.
+SOURCE_TIMES = ["2026-01-01T10:00:00Z", "2026-01-01T11:00:00+01:00", "2026-01-01T09:59:59.5Z",
+                "2026-01-02T00:00:00-03:00"]
 ABSENT = object()
 
 
@@ -33,12 +37,14 @@ class RefContact:
     tags: set[str] = field(default_factory=set)  # lower-cased names
     folders: set[str] = field(default_factory=set)
     companies: set[str] = field(default_factory=set)  # companyIds
+    source_updated_at: datetime | None = None
     created_by: tuple[int, int] | None = None  # (batch number, row index)
 
     def state(self) -> tuple:
         return (self.external_id, self.email, self.username, self.first_name, self.opt_in, self.status,
                 json.dumps(self.attributes, sort_keys=True),
-                tuple(sorted(self.tags)), tuple(sorted(self.folders)), tuple(sorted(self.companies)))
+                tuple(sorted(self.tags)), tuple(sorted(self.folders)), tuple(sorted(self.companies)),
+                self.source_updated_at)
 
 
 class Reference:
@@ -86,6 +92,10 @@ class Reference:
             return "created", contact, None
         if conflict:
             return "failed", None, holders
+        sent_at = datetime.fromisoformat(row["sourceUpdatedAt"]) if "sourceUpdatedAt" in row else None
+        received_at = contact.source_updated_at
+        if sent_at is not None and received_at is not None and sent_at < received_at:
+            return "stale", contact, None  # DESIGN 15: older than what the contact last received
         before = contact.state()
         renamed = self.set_fields(contact, external_id, email, username, row)
         return ("unchanged" if contact.state() == before and not renamed else "updated"), contact, None
@@ -99,6 +109,8 @@ class Reference:
         for wire, name in (("firstName", "first_name"), ("optIn", "opt_in"), ("status", "status")):
             if wire in row:
                 setattr(contact, name, row[wire])
+        if "sourceUpdatedAt" in row:
+            contact.source_updated_at = datetime.fromisoformat(row["sourceUpdatedAt"])
         for key, value in row.get("attributes", {}).items():
             if value is None:
                 contact.attributes.pop(key, None)
@@ -170,5 +182,6 @@ def rows(draw: st.DrawFn) -> dict[str, Any]:
         "tags": draw(optional(name_changes(TAG_NAMES))),
         "folders": draw(optional(name_changes(FOLDER_NAMES))),
         "companies": draw(optional(company_changes())),
+        "sourceUpdatedAt": draw(optional(st.sampled_from(SOURCE_TIMES))),
     }
     return {k: v for k, v in fields.items() if v is not ABSENT}

@@ -29,7 +29,8 @@ def stored_contacts(db: psycopg.Connection, tenant_id: int) -> list[dict]:
     folders and the companyIds of its companies (in catalogue id order)."""
     return db.execute(
         "SELECT c.id, c.external_id, c.email, c.username, c.first_name, c.last_name, c.name, c.phone,"
-        " c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url, c.attributes, c.created_at, c.updated_at,"
+        " c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url, c.attributes, c.source_updated_at,"
+        " c.created_at, c.updated_at,"
         " ARRAY(SELECT t.name FROM contact_tags l JOIN tags t ON t.tenant_id = l.tenant_id"
         "       AND t.id = l.tag_id WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id"
         "       ORDER BY t.id) AS tags,"

@@ -16,8 +16,8 @@ from tests.reference import Reference, rows
 from tests.support import auth_headers, post_bulk, stored_contacts
 
 CONTACT_KEYS = ["id", "externalId", "email", "username", "firstName", "lastName", "name", "phone",
-                "locale", "optIn", "status", "ownerId", "avatarUrl", "attributes", "tags", "folders",
-                "companies", "createdAt", "updatedAt"]
+                "locale", "optIn", "status", "ownerId", "avatarUrl", "attributes", "sourceUpdatedAt", "tags",
+                "folders", "companies", "createdAt", "updatedAt"]
 
 
 def get(client, headers, path: str, **params):
@@ -276,7 +276,8 @@ def wire_state(contact: dict) -> tuple:
             contact["optIn"], contact["status"], json.dumps(contact["attributes"], sort_keys=True),
             tuple(sorted(t["name"].lower() for t in contact["tags"])),
             tuple(sorted(f["name"].lower() for f in contact["folders"])),
-            tuple(sorted(c["companyId"] for c in contact["companies"])))
+            tuple(sorted(c["companyId"] for c in contact["companies"])),
+            contact["sourceUpdatedAt"] and datetime.fromisoformat(contact["sourceUpdatedAt"]))
 
 
 def test_single_upsert_answers_and_refuses(client, headers, db, tenant):

@@ -594,3 +594,44 @@ def test_a_dry_run_waits_for_no_row_lock(client, headers, database_url):
         dry = data_of(post_bulk(client, headers, [{"externalId": "held", "firstName": "B"}],
                                 dryRun=True, returnResults=True))
         assert dry["results"][0]["changedFields"] == ["firstName"]
+
+
+def test_a_row_older_than_what_its_contact_received_is_stale(client, headers, db, tenant):
+    post_bulk(client, headers, [{"externalId": "crm-1", "firstName": "New",
+                                 "sourceUpdatedAt": "2026-12-04T10:00:00+01:00"}])
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "crm-1", "firstName": "Old", "sourceUpdatedAt": "2026-12-04T08:59:59Z"},
+        {"externalId": "crm-1", "firstName": "Same time", "sourceUpdatedAt": "2026-12-04T09:00:00Z"},
+        {"externalId": "crm-1", "firstName": "Out of order", "sourceUpdatedAt": "2026-12-04T08:00:00Z"},
+        {"externalId": "crm-1", "firstName": "No time"},
+    ], returnResults=True, runWorkflow=True))
+    assert [r["status"] for r in data["results"]] == ["stale", "updated", "stale", "updated"]
+    assert (data["staleCount"], data["failedCount"], data["successCount"]) == (2, 0, 4)
+    [contact] = stored_contacts(db, tenant["id"])
+    assert contact["first_name"] == "No time"
+    assert contact["source_updated_at"].isoformat() == "2026-12-04T09:00:00+00:00"
+    read = client.get(f"/contacts/{contact['id']}", headers=headers).get_json()["data"]
+    assert read["sourceUpdatedAt"] == "2026-12-04T09:00:00.000000Z"
+
+
+def test_a_source_time_needs_a_date_a_time_and_a_zone(client, headers):
+    data = data_of(post_bulk(client, headers, [
+        {"externalId": "a", "sourceUpdatedAt": "2026-12-04T10:00:00"},
+        {"externalId": "b", "sourceUpdatedAt": "2026-12-04"},
+        {"externalId": "c", "sourceUpdatedAt": "yesterday"},
+        {"externalId": "d", "sourceUpdatedAt": 1764842400},
+        {"externalId": "e", "sourceUpdatedAt": "2026-12-04T10:00:00.123456-05:30"},
+    ]))
+    assert [f["index"] for f in data["failures"]] == [0, 1, 2, 3]
+    assert all("sourceUpdatedAt" in f["errors"] for f in data["failures"])
+    assert "zone" in data["failures"][0]["errors"]["sourceUpdatedAt"][0]
+
+
+def test_a_stale_single_upsert_says_so_and_changes_nothing(client, headers):
+    first = client.post("/contacts", json={"externalId": "a", "firstName": "New",
+                                           "sourceUpdatedAt": "2026-12-04T10:00:00Z"}, headers=headers)
+    older = client.post("/contacts", json={"externalId": "a", "firstName": "Old",
+                                           "sourceUpdatedAt": "2026-12-03T10:00:00Z"}, headers=headers)
+    assert older.status_code == 200
+    assert older.get_json()["data"]["status"] == "stale"
+    assert older.get_json()["data"]["contact"] == first.get_json()["data"]["contact"]

@@ -153,3 +153,18 @@ def test_tasks_of_another_tenant_are_not_found(client, headers, contacts, make_t
     # An id of another tenant's contact matches nothing either.
     answer = client.put(INRO_URL, json=body, headers=other).get_json()
     assert answer["not_found"] == [{"id": contacts[0]["id"]}]
+
+
+def test_an_older_update_through_inros_door_is_stale(app, client, headers, contacts, db, tenant):
+    def update(name: str, at: str) -> str:
+        body = {"contacts": [{"id": contacts[0]["id"],
+                              "contact": {"name": name, "source_updated_at": at}}]}
+        return client.put(INRO_URL, json=body, headers=headers).get_json()["batch_task_id"]
+
+    update("New", "2026-12-04T10:00:00Z")
+    older = update("Old", "2026-12-04T09:00:00Z")
+    drain(app)
+    one, _, _ = contacts_by_email(db, tenant)
+    assert one["name"] == "New"
+    [result] = client.get(f"/batch-tasks/{older}/results", headers=headers).get_json()["data"]
+    assert result["status"] == "stale"

@@ -56,7 +56,7 @@ def test_an_event_carries_the_contact_as_the_request_left_it(client, headers, db
     contact = event["contact"]
     assert list(contact) == ["id", "externalId", "email", "username", "firstName", "lastName", "name",
                              "phone", "locale", "optIn", "status", "ownerId", "avatarUrl", "attributes",
-                             "tags", "folders", "companies", "createdAt", "updatedAt"]
+                             "sourceUpdatedAt", "tags", "folders", "companies", "createdAt", "updatedAt"]
     assert contact["id"] == stored["id"] == event["contact_id"]
     assert (contact["email"], contact["firstName"], contact["attributes"]) == \
         ("a@example.com", "Al", {"seats": 5})

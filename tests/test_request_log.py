@@ -38,7 +38,7 @@ def test_a_bulk_request_logs_its_tenant_route_status_counts_and_duration(client,
     assert (entry["method"], entry["route"], entry["status"], entry["tenant"]) == \
         ("POST", "/contacts/bulk-update", 200, "acme")
     assert entry["counts"] == {"totalCount": 2, "createdCount": 1, "updatedCount": 0,
-                               "unchangedCount": 0, "failedCount": 1}
+                               "unchangedCount": 0, "staleCount": 0, "failedCount": 1}
     assert entry["durationMs"] >= 0 and entry["replayed"] is False
 
 

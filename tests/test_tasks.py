@@ -295,3 +295,12 @@ def test_a_chunk_being_applied_is_not_validated_ahead(app, client, headers, db):
     with pool_of(app).connection() as conn:
         assert engine.claim_chunk(conn, lease_seconds=30) is not None
         assert engine.prepare_chunk(conn) is False  # its worker validates it as it applies
+
+
+def test_a_batch_task_counts_stale_rows(app, client, headers):
+    submit(client, headers, [{"externalId": "a", "sourceUpdatedAt": "2026-12-04T10:00:00Z"}])
+    task_id = submit(client, headers, [{"externalId": "a", "firstName": "x",
+                                        "sourceUpdatedAt": "2026-12-01T10:00:00Z"}]).get_json()["data"]["id"]
+    drain(app)
+    task = client.get(f"/batch-tasks/{task_id}", headers=headers).get_json()["data"]
+    assert (task["status"], task["staleCount"], task["failedCount"]) == ("completed", 1, 0)

@@ -106,7 +106,7 @@ def stored_state(contact: dict) -> tuple:
             contact["opt_in"], contact["status"], json.dumps(contact["attributes"], sort_keys=True),
             tuple(sorted(name.lower() for name in contact["tags"])),
             tuple(sorted(name.lower() for name in contact["folders"])),
-            tuple(sorted(contact["companies"])))
+            tuple(sorted(contact["companies"])), contact["source_updated_at"])
 
 
 def catalogues(db: psycopg.Connection, tenant_id: int) -> tuple[list, list, list]:

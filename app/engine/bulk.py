@@ -32,7 +32,17 @@ from marshmallow import ValidationError
 
 from app.engine.outbox import enqueue_contact_events, wire_names
 from app.engine.reads import find_contact
-from app.engine.upsert import CREATED, FAILED, UNCHANGED, UPDATED, Batch, Contact, RowOutcome, plan_upsert
+from app.engine.upsert import (
+    CREATED,
+    FAILED,
+    STALE,
+    UNCHANGED,
+    UPDATED,
+    Batch,
+    Contact,
+    RowOutcome,
+    plan_upsert,
+)
 from app.schemas.contacts import KNOWN_ADDRESSES, known_address_candidates, load_row
 from app.sql import queries
 
@@ -256,7 +266,7 @@ def created_by_index(contact: Contact | None) -> int | None:
 def summary(total: int, outcomes: list[RowOutcome], failures: list[dict],
             with_results: bool) -> dict[str, Any]:
     """The answer's data: counts, failures, and per-row results on request."""
-    counts = {status: 0 for status in (CREATED, UPDATED, UNCHANGED)}
+    counts = {status: 0 for status in (CREATED, UPDATED, UNCHANGED, STALE)}
     for outcome in outcomes:
         if outcome.status != FAILED:
             counts[outcome.status] += 1
@@ -268,6 +278,7 @@ def summary(total: int, outcomes: list[RowOutcome], failures: list[dict],
         "createdCount": counts[CREATED],
         "updatedCount": counts[UPDATED],
         "unchangedCount": counts[UNCHANGED],
+        "staleCount": counts[STALE],
         "failures": failures,
     }
     if with_results:

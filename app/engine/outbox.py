@@ -26,6 +26,7 @@ WIRE_FIELD_NAMES = {
     "last_name": "lastName", "name": "name", "phone": "phone", "locale": "locale", "opt_in": "optIn",
     "status": "status", "owner_id": "ownerId", "avatar_url": "avatarUrl", "attributes": "attributes",
     "tags": "tags", "folders": "folders", "companies": "companies",
+    "source_updated_at": "sourceUpdatedAt",
 }
 
 

@@ -36,7 +36,7 @@ from app.engine.bulk import (
     write_valid_rows,
 )
 from app.engine.outbox import enqueue_task_event, iso_timestamp
-from app.engine.upsert import CREATED, FAILED, UNCHANGED, UPDATED
+from app.engine.upsert import CREATED, FAILED, STALE, UNCHANGED, UPDATED
 from app.sql import queries
 
 CHUNK_ROWS = 500
@@ -109,11 +109,12 @@ def apply_chunk(conn: psycopg.Connection, chunk: ClaimedChunk, *, give_up: bool,
         outcome["index"] += held["first_index"]
     conn.execute(queries["mark-chunk-done"], {**key, "results": Json(outcomes)})
     counts = {status: sum(1 for o in outcomes if o["status"] == status)
-              for status in (CREATED, UPDATED, UNCHANGED, FAILED)}
+              for status in (CREATED, UPDATED, UNCHANGED, STALE, FAILED)}
     status = conn.execute(queries["count-chunk-outcomes"], {
         "tenant_id": chunk.tenant_id, "task_id": chunk.task_id, "processed": len(outcomes),
         "created": counts[CREATED], "updated": counts[UPDATED],
-        "unchanged": counts[UNCHANGED], "failed": counts[FAILED]}).fetchone()["status"]
+        "unchanged": counts[UNCHANGED], "stale": counts[STALE],
+        "failed": counts[FAILED]}).fetchone()["status"]
     if status in ("completed", "completed_with_errors"):
         task = find_task(conn, chunk.tenant_id, chunk.task_id)
         assert task is not None  # counted just now, in this transaction
@@ -183,6 +184,7 @@ def task_view(task: dict[str, Any]) -> dict[str, Any]:
         "totalCount": task["total_count"], "processedCount": task["processed_count"],
         "createdCount": task["created_count"], "updatedCount": task["updated_count"],
         "unchangedCount": task["unchanged_count"], "failedCount": task["failed_count"],
+        "staleCount": task["stale_count"],
         "progressPercentage": task["progress_percentage"],
         "estimatedCompletionTime": iso_or_none(task["estimated_completion_time"]),
         "createdAt": iso_or_none(task["created_at"]), "startedAt": iso_or_none(task["started_at"]),

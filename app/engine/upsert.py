@@ -53,12 +53,13 @@ from app.engine.catalogues import ensure_companies, ensure_names
 from app.sql import queries
 
 CREATED, UPDATED, UNCHANGED, FAILED = "created", "updated", "unchanged", "failed"
+STALE = "stale"  # older than what the contact last received (sourceUpdatedAt): not applied
 
 # A row's identities, in the order they match (DESIGN 4.3 and 8).
 IDENTITIES = ("external_id", "email", "username")
 # The stored fields a row sets by value (a clearable one is cleared with null).
 SCALAR_FIELDS = ("external_id", "email", "username", "first_name", "last_name", "name", "phone",
-                 "locale", "opt_in", "status", "owner_id", "avatar_url")
+                 "locale", "opt_in", "status", "owner_id", "avatar_url", "source_updated_at")
 # A contact's links to the tenant's catalogues, and how each is written.
 RELATIONS = ("tags", "folders", "companies")
 LINK_WRITES = {"tags": queries["write-contact-tags"], "folders": queries["write-contact-folders"],
@@ -93,6 +94,8 @@ class Contact:
     owner_id: str | None = None
     avatar_url: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # UTC as YYYY-MM-DDTHH:MM:SS.ffffffZ, so that text order is time order.
+    source_updated_at: str | None = None
     links: dict[str, set[str]] | None = None
     stored_links: dict[str, dict[str, int]] | None = None
     created_by_index: int | None = None  # the row of this batch that created it
@@ -221,6 +224,10 @@ class Batch:
         if taken or other_external_id:
             return RowOutcome(index, FAILED, conflict=Conflict(
                 holders.get("external_id"), holders.get("email"), holders.get("username")))
+        # The stale-write guard (DESIGN 15): UTC text of one format, so text order is time order.
+        sent_at, received_at = row.get("source_updated_at"), contact.source_updated_at
+        if sent_at is not None and received_at is not None and sent_at < received_at:
+            return RowOutcome(index, STALE, contact)
         changed = self.apply_fields(contact, row)
         if not changed:
             return RowOutcome(index, UNCHANGED, contact)
@@ -408,6 +415,7 @@ def contact_arrays(contacts: list[Contact]) -> dict[str, list[Any]]:
         "owner_ids": [c.owner_id for c in contacts],
         "avatar_urls": [c.avatar_url for c in contacts],
         "attributes": [Jsonb(c.attributes) for c in contacts],
+        "source_updated_ats": [c.source_updated_at for c in contacts],
     }
 
 

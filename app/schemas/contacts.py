@@ -9,6 +9,7 @@ canonical field here, so nothing past this module knows about them.
 import math
 import re
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -249,6 +250,24 @@ class Username(Text):
         return text.lower()
 
 
+class SourceTime(Text):
+    """sourceUpdatedAt (DESIGN 15): an ISO 8601 date and time with a zone,
+    loaded as UTC text with microseconds (2026-12-04T09:30:00.000000Z), whose
+    text order is its time order, so the engine compares it as it stands."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        try:
+            moment = datetime.fromisoformat(text) if len(text) <= 40 else None
+        except ValueError:
+            moment = None
+        if moment is None or "T" not in text.upper():
+            raise ValidationError("Must be an ISO 8601 date and time, such as 2026-12-04T09:30:00Z.")
+        if moment.tzinfo is None:
+            raise ValidationError("Must carry a zone: Z or an offset such as +01:00.")
+        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 class Url(Text):
     """An http(s) URL of at most 2048 characters, with a host."""
 
@@ -367,6 +386,12 @@ class CompanyChanges(fields.Field):
         return loaded
 
 
+SOURCE_TIME_DOC = {"format": "date-time", "description": (
+    "When the source system last changed this contact (ISO 8601 with a zone). A row older than "
+    "what the contact last received is not applied and ends stale; equal or newer applies and "
+    "is stored.")}
+
+
 def optional_text(max_length: int, data_key: str) -> Text:
     """A clearable free-text field (null clears it)."""
     return Text(data_key=data_key, allow_none=True, validate=validate.Length(max=max_length))
@@ -418,6 +443,7 @@ class ContactRowSchema(Schema):
         "type": "array", "maxItems": MAX_COMPANIES_PER_ROW,
         "items": {"$ref": "#/components/schemas/CompanyChange"},
         "description": "Attach (creating or renaming) or detach (remove: true) companies by companyId."})
+    source_updated_at = SourceTime(data_key="sourceUpdatedAt", metadata=SOURCE_TIME_DOC)
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def check_identity(self, data: dict, original: Any, **kwargs: Any) -> None:
@@ -555,6 +581,7 @@ class ContactSchema(Schema):
     owner_id = fields.String(data_key="ownerId", required=True, allow_none=True)
     avatar_url = fields.String(data_key="avatarUrl", required=True, allow_none=True)
     attributes = fields.Dict(required=True, metadata={"additionalProperties": ATTRIBUTE_VALUE})
+    source_updated_at = fields.DateTime(data_key="sourceUpdatedAt", required=True, allow_none=True)
     tags = fields.List(fields.Nested("CatalogueEntrySchema"), required=True,
                        metadata={"description": "Sorted by id."})
     folders = fields.List(fields.Nested("CatalogueEntrySchema"), required=True,
@@ -618,11 +645,12 @@ class RowResultSchema(Schema):
     index = fields.Integer(required=True)
     id = fields.Integer(required=True, allow_none=True)
     status = fields.String(required=True,
-                           validate=validate.OneOf(["created", "updated", "unchanged", "failed"]))
+                           validate=validate.OneOf(["created", "updated", "unchanged", "stale", "failed"]))
     changed_fields = fields.List(fields.String(), data_key="changedFields", metadata={
         "description": "Updated rows only: what this row changed, in wire names and this order: "
                        "externalId, email, username, firstName, lastName, name, phone, locale, optIn, "
-                       "status, ownerId, avatarUrl, attributes, tags, folders, companies."})
+                       "status, ownerId, avatarUrl, attributes, tags, folders, companies, "
+                       "sourceUpdatedAt."})
 
 
 class BulkSummarySchema(Schema):
@@ -634,6 +662,9 @@ class BulkSummarySchema(Schema):
     created_count = fields.Integer(data_key="createdCount", required=True)
     updated_count = fields.Integer(data_key="updatedCount", required=True)
     unchanged_count = fields.Integer(data_key="unchangedCount", required=True)
+    stale_count = fields.Integer(data_key="staleCount", required=True, metadata={
+        "description": "Rows older than what their contact last received (sourceUpdatedAt): "
+                       "not applied, not failures."})
     failures = fields.List(fields.Nested(FailureSchema), required=True)
     results = fields.List(fields.Nested(RowResultSchema))
     dry_run = fields.Boolean(data_key="dryRun", metadata={"description": "Present (true) in a dry run."})
@@ -645,7 +676,8 @@ class BulkResponseSchema(Schema):
 
 
 class UpsertResultSchema(Schema):
-    status = fields.String(required=True, validate=validate.OneOf(["created", "updated", "unchanged"]))
+    status = fields.String(required=True,
+                           validate=validate.OneOf(["created", "updated", "unchanged", "stale"]))
     changed_fields = fields.List(fields.String(), data_key="changedFields", required=True,
                                  metadata={"description": "What changed (updated only; else empty)."})
     contact = fields.Nested(ContactSchema, required=True, allow_none=True,

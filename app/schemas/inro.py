@@ -16,12 +16,14 @@ from app.schemas.contacts import (
     IDENTIFIER_DOC,
     LOCALE_DOC,
     MAX_NAMES_PER_ROW,
+    SOURCE_TIME_DOC,
     STATUSES,
     Attributes,
     ContactList,
     EmailAddress,
     Locale,
     Phone,
+    SourceTime,
     Text,
     Username,
     optional_text,
@@ -48,6 +50,7 @@ class InroContactSchema(Schema):
         metadata={"description": "The contact's folders become exactly these (the tenant's folder ids)."})
     custom_properties = Attributes(metadata=ATTRIBUTES_DOC)
     name = optional_text(255, "name")
+    source_updated_at = SourceTime(metadata=SOURCE_TIME_DOC)
 
     @post_load
     def canonical_names(self, data: dict, **kwargs: Any) -> dict:

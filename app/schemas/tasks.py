@@ -6,7 +6,7 @@ from app.schemas.contacts import FAILURE_CODES, ConflictSchema
 
 MAX_TASK_PAGE = 1000
 TASK_STATUSES = ["pending", "running", "completed", "completed_with_errors", "cancelled", "failed"]
-OUTCOME_STATUSES = ["created", "updated", "unchanged", "failed", "skipped"]
+OUTCOME_STATUSES = ["created", "updated", "unchanged", "stale", "failed", "skipped"]
 
 
 class TaskPageQuerySchema(Schema):
@@ -32,6 +32,7 @@ class BatchTaskSchema(Schema):
     updated_count = fields.Integer(data_key="updatedCount", required=True)
     unchanged_count = fields.Integer(data_key="unchangedCount", required=True)
     failed_count = fields.Integer(data_key="failedCount", required=True)
+    stale_count = fields.Integer(data_key="staleCount", required=True)
     progress_percentage = fields.Integer(data_key="progressPercentage", required=True)
     estimated_completion_time = fields.String(data_key="estimatedCompletionTime", required=True,
                                               allow_none=True, metadata={"format": "date-time"})

@@ -11,7 +11,7 @@
 -- will change.
 SELECT c.id, c.xmin::text AS version, c.external_id, c.email, c.username, c.first_name,
        c.last_name, c.name, c.phone, c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url,
-       c.attributes,
+       c.attributes, to_char(c.source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS source_updated_at,
        (SELECT json_agg(json_build_array(t.id, t.name))
         FROM contact_tags AS l JOIN tags AS t ON t.tenant_id = l.tenant_id AND t.id = l.tag_id
         WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS tags,
@@ -33,7 +33,7 @@ WHERE c.tenant_id = %(tenant_id)s
 -- the common batch (and every re-sync) pays for no relation.
 SELECT c.id, c.xmin::text AS version, c.external_id, c.email, c.username, c.first_name,
        c.last_name, c.name, c.phone, c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url,
-       c.attributes
+       c.attributes, to_char(c.source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS source_updated_at
 FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s
   AND (c.id = ANY(%(ids)b::bigint[]) OR c.external_id = ANY(%(external_ids)b::text[])
@@ -90,14 +90,15 @@ SET external_id = r.external_id,
     owner_id    = r.owner_id,
     avatar_url  = r.avatar_url,
     attributes  = r.attributes,
+    source_updated_at = r.source_updated_at::timestamptz,
     updated_at  = now(),
     change_xid  = pg_current_xact_id()
 FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[], %(emails)b::text[], %(usernames)b::text[],
             %(first_names)b::text[], %(last_names)b::text[], %(names)b::text[], %(phones)b::text[],
             %(locales)b::text[], %(opt_ins)b::boolean[], %(statuses)b::text[], %(owner_ids)b::text[],
-            %(avatar_urls)b::text[], %(attributes)b::jsonb[])
+            %(avatar_urls)b::text[], %(attributes)b::jsonb[], %(source_updated_ats)b::text[])
      AS r (id, external_id, email, username, first_name, last_name, name, phone, locale, opt_in,
-           status, owner_id, avatar_url, attributes)
+           status, owner_id, avatar_url, attributes, source_updated_at)
 WHERE c.tenant_id = %(tenant_id)s AND c.id = r.id;
 
 -- name: insert-contacts
@@ -106,15 +107,18 @@ WHERE c.tenant_id = %(tenant_id)s AND c.id = r.id;
 -- keys in the same order). RETURNING gives the ids back with the identities,
 -- by which the engine finds each contact's id.
 INSERT INTO contacts (tenant_id, external_id, email, username, first_name, last_name, name,
-                      phone, locale, opt_in, status, owner_id, avatar_url, attributes)
+                      phone, locale, opt_in, status, owner_id, avatar_url, attributes,
+                      source_updated_at)
 SELECT %(tenant_id)s, r.external_id, r.email, r.username, r.first_name, r.last_name, r.name,
-       r.phone, r.locale, r.opt_in, r.status, r.owner_id, r.avatar_url, r.attributes
+       r.phone, r.locale, r.opt_in, r.status, r.owner_id, r.avatar_url, r.attributes,
+       r.source_updated_at::timestamptz
 FROM unnest(%(external_ids)b::text[], %(emails)b::text[], %(usernames)b::text[],
             %(first_names)b::text[], %(last_names)b::text[], %(names)b::text[], %(phones)b::text[],
             %(locales)b::text[], %(opt_ins)b::boolean[], %(statuses)b::text[], %(owner_ids)b::text[],
-            %(avatar_urls)b::text[], %(attributes)b::jsonb[])
+            %(avatar_urls)b::text[], %(attributes)b::jsonb[], %(source_updated_ats)b::text[])
      WITH ORDINALITY AS r (external_id, email, username, first_name, last_name, name, phone,
-                           locale, opt_in, status, owner_id, avatar_url, attributes, ord)
+                           locale, opt_in, status, owner_id, avatar_url, attributes,
+                           source_updated_at, ord)
 ORDER BY r.ord
 RETURNING id, external_id, email, username;
 

@@ -90,6 +90,7 @@ SET processed_count = processed_count + %(processed)s,
     updated_count = updated_count + %(updated)s,
     unchanged_count = unchanged_count + %(unchanged)s,
     failed_count = failed_count + %(failed)s,
+    stale_count = stale_count + %(stale)s,
     status = CASE
         WHEN status = 'cancelled' THEN status
         WHEN processed_count + %(processed)s < total_count THEN 'running'
@@ -126,14 +127,14 @@ WHERE tenant_id = %(tenant_id)s AND task_id = %(task_id)s AND seq = %(seq)s AND 
 -- name: select-task
 -- One task, as every door shows it (one indexed read: what a poll costs).
 SELECT id, kind, status, total_count, processed_count, created_count, updated_count,
-       unchanged_count, failed_count, created_at, started_at, completed_at, now() AS read_at
+       unchanged_count, failed_count, stale_count, created_at, started_at, completed_at, now() AS read_at
 FROM batch_tasks
 WHERE tenant_id = %(tenant_id)s AND id = %(task_id)s;
 
 -- name: select-tasks
 -- A page of the tenant's tasks, newest first, after the cursor's id (if any).
 SELECT id, kind, status, total_count, processed_count, created_count, updated_count,
-       unchanged_count, failed_count, created_at, started_at, completed_at, now() AS read_at
+       unchanged_count, failed_count, stale_count, created_at, started_at, completed_at, now() AS read_at
 FROM batch_tasks
 WHERE tenant_id = %(tenant_id)s AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC

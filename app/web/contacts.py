@@ -29,7 +29,7 @@ from app.web.writes import Idempotency, idempotency_of_request, replay_if_answer
 bp = Blueprint("contacts", __name__)
 
 AUTOSEND_MAX_ROWS = 100
-COUNT_KEYS = ("totalCount", "createdCount", "updatedCount", "unchangedCount", "failedCount")
+COUNT_KEYS = ("totalCount", "createdCount", "updatedCount", "unchangedCount", "staleCount", "failedCount")
 
 
 @bp.post("/contacts/bulk-update")
