@@ -105,6 +105,45 @@ def test_concurrent_batches_adding_and_removing_tags_lose_no_link(make_app, head
     assert db.execute("SELECT count(*) AS n FROM companies").fetchone()["n"] == THREADS
 
 
+def test_dry_runs_among_concurrent_writers_write_nothing(make_app, headers, db, tenant):
+    """Half the threads write, half send dry runs of the same contacts (with
+    their own attribute keys, a tag and new contacts): afterwards not a trace
+    of the dry runs, and not one lost write of the writers."""
+    app = make_app(DB_POOL_MAX=THREADS + 2, TX_ATTEMPTS=2)
+    errors: list[str] = []
+    last_sent: dict[tuple[int, str], int] = {}
+    start = threading.Barrier(THREADS)
+
+    def sender(seed: int) -> None:
+        rng = random.Random(seed)
+        client = app.test_client()
+        dry = seed % 2 == 1
+        start.wait()
+        for batch in range(BATCHES_PER_THREAD):
+            contacts = [{"externalId": f"crm-{i}", "attributes": {f"w{seed}": batch}}
+                        for i in rng.sample(range(IDENTITIES), 150)]
+            if dry:
+                contacts = [{**c, "tags": {"add": ["dry"], "remove": []}} for c in contacts]
+                contacts += [{"externalId": f"dry-{seed}-{batch}"}]
+            else:
+                last_sent.update({(seed, c["externalId"]): batch for c in contacts})
+            response = post_bulk(client, headers, contacts, dryRun=dry)
+            data = response.get_json().get("data") if response.status_code == 200 else None
+            if data is None or data["failedCount"] != 0:
+                errors.append(f"{response.status_code}: {response.get_json()}")
+
+    run_senders(sender)
+    assert errors == []
+    stored = stored_contacts(db, tenant["id"])
+    assert not any(c["external_id"].startswith("dry-") or c["tags"] for c in stored)
+    assert not any(key in c["attributes"] for c in stored for key in ("w1", "w3"))
+    assert db.execute("SELECT count(*) AS n FROM tags").fetchone()["n"] == 0
+    attributes = {c["external_id"]: c["attributes"] for c in stored}
+    lost = {key: batch for key, batch in last_sent.items()
+            if attributes[key[1]].get(f"w{key[0]}") != batch}
+    assert lost == {}
+
+
 def run_senders(sender) -> None:
     """Run `sender(seed)` on THREADS threads at once and wait for all of them."""
     threads = [threading.Thread(target=sender, args=(seed,)) for seed in range(THREADS)]
