@@ -296,8 +296,10 @@ CREATE INDEX IF NOT EXISTS batch_tasks_finished_idx
 -- A task's rows, about 500 per chunk, in the order they were sent. position
 -- is the submission order across all tasks: a worker only claims the
 -- tenant's oldest pending chunk, so a tenant's chunks apply in that order.
--- rows is json (not jsonb): the rows exactly as sent, parsed by the worker as
--- the synchronous door parses them; it is emptied once the chunk is applied,
+-- rows is the rows exactly as sent, as JSON text escaped to ASCII (text, not
+-- json: a row the worker will refuse, with a lone surrogate or a number too
+-- large for a float, must still be stored to be reported); the worker parses
+-- it as the synchronous door parses a body. It is emptied once applied,
 -- and results then holds one outcome per row. prepared is the rows as
 -- validation left them, written ahead by an idle worker while the tenant's
 -- earlier chunk is applied (validation depends on no earlier row), so the
@@ -312,7 +314,7 @@ CREATE TABLE IF NOT EXISTS batch_task_chunks (
     first_index integer NOT NULL,
     row_count   integer NOT NULL,
     state       text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'skipped')),
-    rows        json,
+    rows        text,
     prepared    json,
     results     json,
     lease_id    uuid,

@@ -621,8 +621,9 @@ def test_a_source_time_needs_a_date_a_time_and_a_zone(client, headers):
         {"externalId": "c", "sourceUpdatedAt": "yesterday"},
         {"externalId": "d", "sourceUpdatedAt": 1764842400},
         {"externalId": "e", "sourceUpdatedAt": "2026-12-04T10:00:00.123456-05:30"},
+        {"externalId": "f", "sourceUpdatedAt": "0001-01-01T00:00:00+01:00"},  # before year 1 in UTC
     ]))
-    assert [f["index"] for f in data["failures"]] == [0, 1, 2, 3]
+    assert [f["index"] for f in data["failures"]] == [0, 1, 2, 3, 5]
     assert all("sourceUpdatedAt" in f["errors"] for f in data["failures"])
     assert "zone" in data["failures"][0]["errors"]["sourceUpdatedAt"][0]
 

@@ -168,3 +168,21 @@ def test_an_older_update_through_inros_door_is_stale(app, client, headers, conta
     assert one["name"] == "New"
     [result] = client.get(f"/batch-tasks/{older}/results", headers=headers).get_json()["data"]
     assert result["status"] == "stale"
+
+
+def test_ids_beyond_a_bigint_are_bad_entries(client, headers, contacts):
+    body = {"contacts": [{"id": 2 ** 70, "contact": {}},
+                         {"id": contacts[0]["id"], "contact": {"folder_ids": [2 ** 64]}}]}
+    response = client.put(INRO_URL, json=body, headers=headers)
+    assert response.status_code == 400
+    assert sorted(response.get_json()["error"]["details"]["contacts"]) == ["0", "1"]
+
+
+def test_a_request_of_unknown_entries_still_announces_its_task(client, headers, tenant, receiver,
+                                                                make_webhook, db):
+    make_webhook(tenant, receiver.url)
+    answer = client.put(INRO_URL, json={"contacts": [{"email": "ghost@example.com", "contact": {}}]},
+                        headers=headers).get_json()
+    [event] = db.execute("SELECT type, batch_task FROM webhook_events").fetchall()
+    assert event["type"] == "batch_task.completed"
+    assert str(event["batch_task"]["id"]) == answer["batch_task_id"]

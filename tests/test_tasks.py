@@ -304,3 +304,35 @@ def test_a_batch_task_counts_stale_rows(app, client, headers):
     drain(app)
     task = client.get(f"/batch-tasks/{task_id}", headers=headers).get_json()["data"]
     assert (task["status"], task["staleCount"], task["failedCount"]) == ("completed", 1, 0)
+
+
+def test_rows_a_body_can_hold_but_no_column_can_are_stored_and_reported_as_the_sync_door_does(
+        app, client, headers):
+    """A lone surrogate and a number beyond a float are invalid rows, not an
+    unstorable submission: the worker reports them as the synchronous door."""
+    body = (b'{"contacts": [{"externalId": "a", "firstName": "\\ud800"},'
+            b' {"externalId": "b", "attributes": {"n": 1e400}}, {"externalId": "c"}]}')
+    async_answer = client.post(BULK_URL, data=body, content_type="application/json",
+                               headers={**headers, **ASYNC})
+    assert async_answer.status_code == 202, async_answer.get_json()
+    drain(app)
+    results = client.get(f"/batch-tasks/{async_answer.get_json()['data']['id']}/results",
+                         headers=headers).get_json()["data"]
+    sync = client.post(BULK_URL, data=body.replace(b'"c"', b'"d"'), content_type="application/json",
+                       headers=headers).get_json()["data"]
+    assert [r["status"] for r in results] == ["failed", "failed", "created"]
+    assert [(r["code"], r["errors"]) for r in results[:2]] == \
+        [(f["code"], f["errors"]) for f in sync["failures"]]
+
+
+def test_a_key_names_a_submission_not_a_synchronous_request_of_the_same_body(client, headers):
+    keyed = {**headers, "Idempotency-Key": "k-7"}
+    assert client.post(BULK_URL, json={"contacts": rows(1)}, headers=keyed).status_code == 200
+    again = client.post(BULK_URL, json={"contacts": rows(1)}, headers={**keyed, **ASYNC})
+    assert again.status_code == 422 and again.get_json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_a_cursor_must_be_ascii_digits(client, headers):
+    for cursor in ("²", "-1", "1e3"):
+        response = client.get(f"/batch-tasks?cursor={cursor}", headers=headers)
+        assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_cursor"

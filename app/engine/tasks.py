@@ -64,13 +64,16 @@ def submit_task(conn: psycopg.Connection, tenant_id: int, kind: str, rows: list[
         "total_count": len(rows)}).fetchone()["id"]
     if not rows:
         conn.execute(queries["complete-empty-task"], {"tenant_id": tenant_id, "task_id": task_id})
+        announce_completion(conn, tenant_id, task_id)
         return task_id
     starts = range(0, len(rows), CHUNK_ROWS)
     conn.execute(queries["insert-task-chunks"], {
         "tenant_id": tenant_id, "task_id": task_id,
         "seqs": list(range(len(starts))), "first_indexes": list(starts),
         "row_counts": [len(rows[start:start + CHUNK_ROWS]) for start in starts],
-        "rows": [json.dumps(rows[start:start + CHUNK_ROWS], ensure_ascii=False) for start in starts],
+        # ASCII escapes and the non-standard Infinity: every value a body can
+        # parse to comes back from json.loads as it was, valid or not.
+        "rows": [json.dumps(rows[start:start + CHUNK_ROWS]) for start in starts],
     })
     return task_id
 
@@ -101,7 +104,7 @@ def apply_chunk(conn: psycopg.Connection, chunk: ClaimedChunk, *, give_up: bool,
                      "message": "This row could not be applied; send it again."}
                     for i in range(held["row_count"])]
     else:
-        report = apply_rows(conn, chunk.tenant_id, held["kind"], held["rows"], held["prepared"],
+        report = apply_rows(conn, chunk.tenant_id, held["kind"], json.loads(held["rows"]), held["prepared"],
                             BulkOptions(run_workflow=held["run_workflow"], return_results=True),
                             exclusive=exclusive)
         outcomes = row_outcomes(report)
@@ -116,10 +119,15 @@ def apply_chunk(conn: psycopg.Connection, chunk: ClaimedChunk, *, give_up: bool,
         "unchanged": counts[UNCHANGED], "stale": counts[STALE],
         "failed": counts[FAILED]}).fetchone()["status"]
     if status in ("completed", "completed_with_errors"):
-        task = find_task(conn, chunk.tenant_id, chunk.task_id)
-        assert task is not None  # counted just now, in this transaction
-        enqueue_task_event(conn, chunk.tenant_id, task_view(task))
+        announce_completion(conn, chunk.tenant_id, chunk.task_id)
     return status
+
+
+def announce_completion(conn: psycopg.Connection, tenant_id: int, task_id: int) -> None:
+    """The `batch_task.completed` event of a task that just ended, in its transaction."""
+    task = find_task(conn, tenant_id, task_id)
+    assert task is not None  # ended just now, in this transaction
+    enqueue_task_event(conn, tenant_id, task_view(task))
 
 
 def apply_rows(conn: psycopg.Connection, tenant_id: int, kind: str, rows: list[Any],
@@ -147,7 +155,7 @@ def prepare_chunk(conn: psycopg.Connection) -> bool:
     chunk = conn.execute(queries["select-chunk-to-prepare"]).fetchone()
     if chunk is None:
         return False
-    rows = chunk["rows"]
+    rows = json.loads(chunk["rows"])
     valid, invalid = validate_rows(rows, known_addresses(conn, chunk["tenant_id"], rows))
     conn.execute(queries["store-prepared-rows"], {
         "tenant_id": chunk["tenant_id"], "task_id": chunk["task_id"], "seq": chunk["seq"],

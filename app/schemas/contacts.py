@@ -265,7 +265,11 @@ class SourceTime(Text):
             raise ValidationError("Must be an ISO 8601 date and time, such as 2026-12-04T09:30:00Z.")
         if moment.tzinfo is None:
             raise ValidationError("Must carry a zone: Z or an offset such as +01:00.")
-        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        try:
+            utc = moment.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+            raise ValidationError("Must be between the years 1 and 9999 in UTC.") from None
+        return utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Url(Text):

@@ -30,6 +30,7 @@ from app.schemas.contacts import (
 )
 
 MAX_ENTRIES = 1000
+MAX_ID = 2 ** 63 - 1  # ids are bigint
 INRO_IDENTIFIERS = ("id", "username", "email")
 
 
@@ -45,7 +46,7 @@ class InroContactSchema(Schema):
     phone = Phone(allow_none=True, metadata={"maxLength": 32})
     language = Locale(allow_none=True, metadata=LOCALE_DOC)
     folder_ids = fields.List(
-        fields.Integer(strict=True, validate=validate.Range(min=1)),
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID)),
         validate=validate.Length(max=MAX_NAMES_PER_ROW),
         metadata={"description": "The contact's folders become exactly these (the tenant's folder ids)."})
     custom_properties = Attributes(metadata=ATTRIBUTES_DOC)
@@ -70,7 +71,7 @@ class InroEntrySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    id = fields.Integer(strict=True, validate=validate.Range(min=1))
+    id = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID))
     username = Username(metadata=IDENTIFIER_DOC)
     email = EmailAddress()
     contact = fields.Nested(InroContactSchema, required=True)

@@ -11,7 +11,7 @@ RETURNING id;
 -- the order of the arrays, so the chunks apply in the order sent. Binary
 -- parameters: a text array literal would escape every quote of the JSON.
 INSERT INTO batch_task_chunks (tenant_id, task_id, seq, first_index, row_count, rows)
-SELECT %(tenant_id)s, %(task_id)s, c.seq, c.first_index, c.row_count, c.rows::json
+SELECT %(tenant_id)s, %(task_id)s, c.seq, c.first_index, c.row_count, c.rows
 FROM unnest(%(seqs)b::integer[], %(first_indexes)b::integer[], %(row_counts)b::integer[],
             %(rows)b::text[]) AS c (seq, first_index, row_count, rows)
 ORDER BY c.seq;
@@ -62,9 +62,10 @@ WITH heads AS (
 SELECT tenant_id, task_id, seq, attempts FROM claimed;
 
 -- name: lock-claimed-chunk
--- The applying transaction's guard: the chunk, still pending and still under
--- this worker's lease, locked until commit. No row: the lease was lost (or
--- the task cancelled), and this worker must not apply it.
+-- The applying transaction's guard: the chunk, still pending and still
+-- claimed by this worker (its lease_id: a later claim replaces it), locked
+-- until commit. No row: another worker claimed it since (or the task was
+-- cancelled), and this worker must not apply it.
 SELECT c.first_index, c.row_count, c.rows, c.prepared, t.kind, t.run_workflow
 FROM batch_task_chunks AS c
 JOIN batch_tasks AS t ON t.tenant_id = c.tenant_id AND t.id = c.task_id
@@ -105,9 +106,10 @@ RETURNING status;
 -- name: select-chunk-to-prepare
 -- The oldest pending chunk of native rows that nobody has validated yet and
 -- no worker holds a live lease on (that one is being applied, and validates
--- as it goes). No lock: a worker that applies must never find its next chunk
--- locked by one that validates. Two idle workers may validate the same
--- chunk; the first to store it wins, and the result is the same anyway.
+-- as it goes). No lock while validating: a worker that applies must not find
+-- its next chunk locked for the time validation takes (storing the result
+-- locks it for a moment). Two idle workers may validate the same chunk; the
+-- first to store it wins, and the result is the same anyway.
 SELECT c.tenant_id, c.task_id, c.seq, c.rows
 FROM batch_task_chunks AS c
 JOIN batch_tasks AS t ON t.tenant_id = c.tenant_id AND t.id = c.task_id

@@ -104,7 +104,7 @@ def cursor_value(query: dict[str, Any]) -> int | None:
     if "cursor" not in query:
         return None
     cursor = query["cursor"]
-    if not cursor.isdigit() or len(cursor) > 18:
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
         raise InvalidCursor("The cursor is not one this service handed out.")
     return int(cursor)
 

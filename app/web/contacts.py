@@ -55,7 +55,7 @@ def submit_bulk_task():
     reports the invalid ones in the task's results, as this door would."""
     config = current_app.config
     raw = read_body(max_bytes=config["TASK_MAX_BODY_BYTES"])
-    idempotency = idempotency_of_request(raw)
+    idempotency = idempotency_of_request(raw, variant="respond-async")
     if idempotency is not None and (replay := replay_if_answered(idempotency)) is not None:
         return with_task_location(replay)
     try:

@@ -32,15 +32,18 @@ class Idempotency:
     fingerprint: bytes
 
 
-def idempotency_of_request(raw_body: bytes) -> Idempotency | None:
-    """The request's Idempotency-Key, checked, with its fingerprint; None without one."""
+def idempotency_of_request(raw_body: bytes, variant: str = "") -> Idempotency | None:
+    """The request's Idempotency-Key, checked, with its fingerprint; None without one.
+    `variant` tells apart requests of one path and body that ask for different
+    things (a batch task rather than a synchronous write)."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
         raise InvalidRequest(details={"Idempotency-Key": [
             f"1 to {MAX_KEY_LENGTH} printable ASCII characters."]})
-    return Idempotency(key, request_fingerprint(request.method, request.path, raw_body))
+    path = f"{request.path} {variant}" if variant else request.path
+    return Idempotency(key, request_fingerprint(request.method, path, raw_body))
 
 
 def replay_if_answered(idempotency: Idempotency) -> Response | None:
