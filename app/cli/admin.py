@@ -4,6 +4,8 @@ Every command prints its errors to stderr and exits non-zero on failure.
 """
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -11,7 +13,7 @@ import psycopg
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app.db import apply_schema, create_pool, get_conn, pool_of
+from app.db import Pool, apply_schema, create_pool, get_conn, pool_of
 from app.engine.outbox import count_events
 from app.engine.tenants import (
     SLUG_RULE,
@@ -23,7 +25,7 @@ from app.engine.tenants import (
 )
 from app.engine.tokens import SCOPES, create_token, list_tokens, revoke_tokens
 from app.errors import ApiError
-from app.workers import dispatcher, tasks, webhooks
+from app.workers import dispatcher, runner, tasks, webhooks
 
 tenants_cli = AppGroup("tenants", help="Create tenants and set their webhooks.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
@@ -122,18 +124,11 @@ def set_webhook_command(slug: str, url: str | None, rotate_secret: bool, disable
               help="Deliveries at once [default: CONTACTSYNC_WEBHOOK_CONCURRENCY, 4].")
 def run_workflows_command(threads: int | None) -> None:
     """Deliver workflow events until SIGTERM or SIGINT (several may run at once)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = current_app.config
-    threads = threads or config["WEBHOOK_CONCURRENCY"]
-    pool_of(current_app).close()  # sized for requests; the threads get theirs
-    pool = create_pool(config["RESOLVED_DATABASE_URL"],
-                       {**config, "DB_POOL_MIN": 1, "DB_POOL_MAX": threads})
-    click.echo(f"Dispatcher delivering workflow events with {threads} threads.")
-    try:
-        dispatcher.run_until_signalled(pool, dispatcher.settings_from_config(config), threads)
-    finally:
-        pool.close()
-    click.echo("Dispatcher stopped.")
+    settings = dispatcher.settings_from_config(current_app.config)
+    threads = threads or current_app.config["WEBHOOK_CONCURRENCY"]
+    run_in_background("dispatcher", threads, f"Dispatcher delivering workflow events with {threads} threads.",
+                      "Dispatcher stopped.", lambda pool, stop: dispatcher.run_loop(pool, settings, stop),
+                      lambda pool: dispatcher.purge(pool, settings))
 
 
 @tasks_cli.command("run")
@@ -141,17 +136,25 @@ def run_workflows_command(threads: int | None) -> None:
               help="Chunks applied at once (of different tenants: a tenant's chunks go in order).")
 def run_tasks_command(threads: int) -> None:
     """Apply batch tasks until SIGTERM or SIGINT (several may run, on any hosts)."""
+    settings = tasks.settings_from_config(current_app.config)
+    run_in_background("tasks", threads, f"Task worker applying batch tasks with {threads} threads.",
+                      "Task worker stopped.", lambda pool, stop: tasks.run_loop(pool, settings, stop),
+                      lambda pool: tasks.purge(pool, settings))
+
+
+def run_in_background(name: str, threads: int, started: str, stopped: str,
+                      loop: Callable[[Pool, threading.Event], None], upkeep: Callable[[Pool], None]) -> None:
+    """Run `threads` copies of a worker loop on a pool of their own until signalled."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = current_app.config
     pool_of(current_app).close()  # sized for requests; the threads get theirs
-    pool = create_pool(config["RESOLVED_DATABASE_URL"],
-                       {**config, "DB_POOL_MIN": 1, "DB_POOL_MAX": threads})
-    click.echo(f"Task worker applying batch tasks with {threads} threads.")
+    pool = create_pool(config["RESOLVED_DATABASE_URL"], {**config, "DB_POOL_MIN": 1, "DB_POOL_MAX": threads})
+    click.echo(started)
     try:
-        tasks.run_until_signalled(pool, tasks.settings_from_config(config), threads)
+        runner.run_until_signalled(lambda stop: loop(pool, stop), threads, name, lambda: upkeep(pool))
     finally:
         pool.close()
-    click.echo("Task worker stopped.")
+    click.echo(stopped)
 
 
 @workflows_cli.command("status")

@@ -9,9 +9,7 @@ repeats by `webhook-id`.
 """
 
 import logging
-import signal
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +30,6 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
 LEASE_MARGIN_SECONDS = 5.0
-PURGE_EVERY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -133,31 +130,3 @@ def purge(pool: ConnectionPool, settings: DispatchSettings) -> None:
                 log.info("purged %d expired idempotency keys", deleted)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         log.warning("purge skipped, database unavailable: %s", type(exc).__name__)
-
-
-def run_until_signalled(pool: ConnectionPool, settings: DispatchSettings, threads: int) -> None:
-    """Run `threads` dispatch loops until SIGTERM or SIGINT; return when all have finished.
-
-    A thread that is sending when the signal comes finishes that attempt
-    (bounded by the timeout) and settles it first.
-    """
-    # The handler only appends to a list: one that set the Event itself would
-    # take its lock, and deadlock when a second signal lands while the first
-    # holds it (Ctrl-C, then the SIGTERM `serve` passes on).
-    signals_received: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda received, _frame: signals_received.append(received))
-    stop = threading.Event()
-    workers = [threading.Thread(target=run_loop, args=(pool, settings, stop),
-                                name=f"dispatcher-{n}", daemon=True) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    next_purge = time.monotonic()
-    while not signals_received:
-        if time.monotonic() >= next_purge:
-            purge(pool, settings)
-            next_purge = time.monotonic() + PURGE_EVERY_SECONDS
-        time.sleep(0.2)  # a signal cuts the sleep short, and its handler runs here
-    stop.set()
-    for worker in workers:
-        worker.join()

@@ -10,9 +10,7 @@ due again when its lease runs out.
 """
 
 import logging
-import signal
 import threading
-import time
 from dataclasses import dataclass
 
 import psycopg
@@ -23,7 +21,6 @@ from app.engine.tasks import ClaimedChunk, apply_chunk, claim_chunk, prepare_chu
 
 log = logging.getLogger(__name__)
 
-PURGE_EVERY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -93,25 +90,3 @@ def purge(pool: ConnectionPool, settings: TaskSettings) -> None:
                 log.info("purged %d batch tasks older than %d days", deleted, settings.retention_days)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         log.warning("task purge skipped, database unavailable: %s", type(exc).__name__)
-
-
-def run_until_signalled(pool: ConnectionPool, settings: TaskSettings, threads: int) -> None:
-    """Run `threads` worker loops until SIGTERM or SIGINT; a chunk being applied
-    when the signal comes is finished and committed first."""
-    signals_received: list[int] = []  # a list, not an Event: see the dispatcher's reason
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda received, _frame: signals_received.append(received))
-    stop = threading.Event()
-    workers = [threading.Thread(target=run_loop, args=(pool, settings, stop),
-                                name=f"tasks-{n}", daemon=True) for n in range(threads)]
-    for worker in workers:
-        worker.start()
-    next_purge = time.monotonic()
-    while not signals_received:
-        if time.monotonic() >= next_purge:
-            purge(pool, settings)
-            next_purge = time.monotonic() + PURGE_EVERY_SECONDS
-        time.sleep(0.2)
-    stop.set()
-    for worker in workers:
-        worker.join()
