@@ -8,7 +8,7 @@
 | POST /contacts                | 1      | 400 validation_failed, 409 identity_conflict |
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -16,7 +16,6 @@ from flask import Blueprint, Response, current_app, g, request
 from marshmallow import ValidationError
 
 from app.auth import require_scope
-from app.db import get_conn, run_read_only
 from app.engine.bulk import BatchRejected, BulkOptions, ContactConflict, bulk_upsert, upsert_one
 from app.engine.tasks import NATIVE, find_task, submit_task, task_view
 from app.engine.upsert import CREATED
@@ -24,7 +23,7 @@ from app.errors import BatchSize, IdentityConflict, InvalidRequest, ValidationFa
 from app.schemas.contacts import bulk_request_schema, contact_upsert_schema
 from app.web.body import parse_json, read_body
 from app.web.request_log import note_counts
-from app.web.writes import Idempotency, idempotency_of_request, replay_if_answered, run_write
+from app.web.writes import dry_run_answer, idempotency_of_request, replay_if_answered, run_write
 
 bp = Blueprint("contacts", __name__)
 
@@ -142,20 +141,6 @@ def upsert_contact():
     if dry_run:
         return dry_run_answer(work, idempotency)
     return run_write(work, idempotency)
-
-
-def dry_run_answer(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
-                   idempotency: Idempotency | None) -> Response:
-    """A dry run (DESIGN 15): `work` in one read-only transaction, no key stored.
-    It writes nothing and locks no row, so it needs no retry."""
-    if idempotency is not None:
-        raise InvalidRequest("A dry run writes nothing, so it takes no Idempotency-Key.",
-                             details={"Idempotency-Key": ["Not allowed with dryRun."]})
-    with get_conn() as conn:
-        body, status = run_read_only(conn, lambda c: work(c, 1))
-    response = current_app.json.response(body)
-    response.status_code = status
-    return response
 
 
 def bulk_door(max_rows: int, always_atomic: bool):

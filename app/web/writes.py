@@ -4,6 +4,8 @@ Idempotency-Key claimed first and its answer stored before commit.
 A door validates its request, then hands `run_write` a `work(conn, attempt)`
 that returns (body, status); the answer is built here, so that with a key
 the exact bytes sent are the bytes stored and replayed (app/engine/idempotency.py).
+A dry run hands the same `work` to `dry_run_answer` instead: one read-only
+transaction, no key.
 """
 
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from flask import Response, current_app, g, request
 
-from app.db import get_conn, run_in_transaction
+from app.db import get_conn, run_in_transaction, run_read_only
 from app.engine.idempotency import (
     MAX_KEY_LENGTH,
     StoredAnswer,
@@ -98,3 +100,17 @@ def run_write(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
 
     with get_conn() as conn:
         return run_in_transaction(conn, attempt_write, attempts=current_app.config["TX_ATTEMPTS"])
+
+
+def dry_run_answer(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
+                   idempotency: Idempotency | None) -> Response:
+    """A dry run (DESIGN 15): `work` in one read-only transaction, no key stored.
+    It writes nothing and locks no row, so it needs no retry."""
+    if idempotency is not None:
+        raise InvalidRequest("A dry run writes nothing, so it takes no Idempotency-Key.",
+                             details={"Idempotency-Key": ["Not allowed with dryRun."]})
+    with get_conn() as conn:
+        body, status = run_read_only(conn, lambda c: work(c, 1))
+    response = current_app.json.response(body)
+    response.status_code = status
+    return response
