@@ -1,6 +1,6 @@
 """The workflow dispatcher behind `flask --app app workflows run`.
 
-Each of its threads repeats: claim one due event (a lease, in one short
+Each of its threads (app/workers/runner.py) repeats: claim one due event (a lease, in one short
 statement), deliver it with no transaction open, settle it. Any number of
 dispatchers, on any machines, may run against one database: SKIP LOCKED keeps
 them off each other's events, and an event whose dispatcher died is due again
@@ -24,7 +24,7 @@ from app.engine.outbox import (
     purge_finished_events,
     settle_event,
 )
-from app.workers import webhooks
+from app.workers import runner, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +104,7 @@ def dispatch_one(pool: ConnectionPool, settings: DispatchSettings) -> bool:
 
 def run_loop(pool: ConnectionPool, settings: DispatchSettings, stop: threading.Event) -> None:
     """Dispatch until `stop` is set; database trouble is waited out, not fatal."""
-    while not stop.is_set():
-        try:
-            busy = dispatch_one(pool, settings)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            log.warning("database unavailable, dispatcher waits: %s", type(exc).__name__)
-            busy = False
-        except Exception:  # a bug: log it, keep the other events moving
-            log.exception("dispatcher error")
-            busy = False
-        if not busy:
-            stop.wait(settings.poll_seconds)
+    runner.repeat(lambda: dispatch_one(pool, settings), stop, settings.poll_seconds, "dispatcher")
 
 
 def purge(pool: ConnectionPool, settings: DispatchSettings) -> None:

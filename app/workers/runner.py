@@ -6,12 +6,36 @@ with the upkeep (purges) done every few minutes by the main thread.
 hand (an attempt, a chunk) and returns once `stop` is set.
 """
 
+import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
+log = logging.getLogger(__name__)
+
 UPKEEP_EVERY_SECONDS = 300.0
+
+
+def repeat(step: Callable[[], bool], stop: threading.Event, poll_seconds: float, name: str) -> None:
+    """Call `step()` (True: it found work) until `stop` is set, waiting
+    `poll_seconds` after a step that found none. Database trouble is waited
+    out; a bug in one step is logged and the loop goes on, so one bad item
+    (whose lease then runs out) does not stop the others."""
+    while not stop.is_set():
+        try:
+            busy = step()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            log.warning("database unavailable, %s waits: %s", name, type(exc).__name__)
+            busy = False
+        except Exception:
+            log.exception("%s error", name)
+            busy = False
+        if not busy:
+            stop.wait(poll_seconds)
 
 
 def run_until_signalled(loop: Callable[[threading.Event], None], threads: int, name: str,

@@ -1,6 +1,6 @@
 """The batch-task worker behind `flask --app app tasks run` (DESIGN 10).
 
-Each of its threads repeats: claim the next chunk that may be applied (a
+Each of its threads (app/workers/runner.py) repeats: claim the next chunk that may be applied (a
 lease, in one short statement), then apply it in one transaction
 (app/engine/tasks.py), retried on races as the synchronous doors retry;
 with no chunk due, validate one ahead that another worker will apply. Any
@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.db import run_in_transaction
 from app.engine.tasks import ClaimedChunk, apply_chunk, claim_chunk, prepare_chunk, purge_finished_tasks
+from app.workers import runner
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +69,9 @@ def log_applied(chunk: ClaimedChunk, status: str | None) -> None:
 
 
 def run_loop(pool: ConnectionPool, settings: TaskSettings, stop: threading.Event) -> None:
-    """Apply chunks until `stop` is set; database trouble is waited out, not fatal."""
-    while not stop.is_set():
-        try:
-            busy = work_one(pool, settings)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            log.warning("database unavailable, task worker waits: %s", type(exc).__name__)
-            busy = False
-        except Exception:  # a bug: log it; the chunk's lease runs out and it is tried again
-            log.exception("task worker error")
-            busy = False
-        if not busy:
-            stop.wait(settings.poll_seconds)
+    """Apply chunks until `stop` is set; a chunk that failed on a bug is tried
+    again when its lease runs out."""
+    runner.repeat(lambda: work_one(pool, settings), stop, settings.poll_seconds, "task worker")
 
 
 def purge(pool: ConnectionPool, settings: TaskSettings) -> None:
