@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from app.engine.outbox import iso_timestamp
 from app.engine.tasks import INRO, submit_task
 from app.sql import queries
 
@@ -26,6 +27,23 @@ class QueuedUpdates:
     status: str
     accepted_count: int
     not_found: list[dict[str, Any]]  # the unmatched identifiers, as sent
+
+    def answer(self) -> dict[str, Any]:
+        """What Inrō's door (and the MCP tool that answers as it does) says (DESIGN 11)."""
+        return {"batch_task_id": str(self.task_id), "status": self.status,
+                "accepted_count": self.accepted_count, "not_found_count": len(self.not_found),
+                "not_found": self.not_found}
+
+
+def inro_task_view(task: dict[str, Any]) -> dict[str, Any]:
+    """A task in Inrō's words (DESIGN 11)."""
+    eta, completed = task["estimated_completion_time"], task["completed_at"]
+    return {"id": str(task["id"]), "status": task["status"],
+            "progress_percentage": task["progress_percentage"],
+            "estimated_completion_time": None if eta is None else iso_timestamp(eta),
+            "total_count": task["total_count"], "processed_count": task["processed_count"],
+            "failed_count": task["failed_count"], "created_at": iso_timestamp(task["created_at"]),
+            "completed_at": None if completed is None else iso_timestamp(completed)}
 
 
 def queue_updates(conn: psycopg.Connection, tenant_id: int, entries: list[dict[str, Any]],

@@ -8,17 +8,14 @@ applied in the background as a batch task, and the tasks in Inrō's words.
 Answers are Inrō's bare objects (no success/data envelope); errors are ours.
 """
 
-from typing import Any
-
 import psycopg
 from flask import Blueprint, g
 from marshmallow import ValidationError
 
 from app.auth import require_scope
 from app.db import get_conn
-from app.engine.outbox import iso_timestamp
 from app.engine.tasks import find_task, list_tasks
-from app.engine.updates import queue_updates
+from app.engine.updates import inro_task_view, queue_updates
 from app.errors import BatchSize, InvalidRequest, NotFound
 from app.schemas.inro import MAX_ENTRIES, inro_bulk_request_schema, load_entries
 from app.web.body import parse_json, read_body
@@ -52,10 +49,7 @@ def bulk_update():
     tenant_id = g.principal.tenant_id
 
     def work(conn: psycopg.Connection, _attempt: int) -> tuple[dict, int]:
-        queued = queue_updates(conn, tenant_id, entries, sent)
-        return {"batch_task_id": str(queued.task_id), "status": queued.status,
-                "accepted_count": queued.accepted_count, "not_found_count": len(queued.not_found),
-                "not_found": queued.not_found}, 202
+        return queue_updates(conn, tenant_id, entries, sent).answer(), 202
 
     return run_write(work, idempotency)
 
@@ -65,7 +59,7 @@ def bulk_update():
 def list_batch_tasks():
     with get_conn() as conn:
         tasks, _ = list_tasks(conn, g.principal.tenant_id, before_id=None, limit=MAX_LISTED_TASKS)
-    return {"batch_tasks": [inro_task(task) for task in tasks]}
+    return {"batch_tasks": [inro_task_view(task) for task in tasks]}
 
 
 @bp.get("/batch_tasks/<int:task_id>")
@@ -75,15 +69,4 @@ def get_batch_task(task_id: int):
         task = find_task(conn, g.principal.tenant_id, task_id)
     if task is None:
         raise NotFound("No batch task has this id.")
-    return inro_task(task)
-
-
-def inro_task(task: dict[str, Any]) -> dict[str, Any]:
-    """A task in Inrō's words (DESIGN 11)."""
-    eta, completed = task["estimated_completion_time"], task["completed_at"]
-    return {"id": str(task["id"]), "status": task["status"],
-            "progress_percentage": task["progress_percentage"],
-            "estimated_completion_time": None if eta is None else iso_timestamp(eta),
-            "total_count": task["total_count"], "processed_count": task["processed_count"],
-            "failed_count": task["failed_count"], "created_at": iso_timestamp(task["created_at"]),
-            "completed_at": None if completed is None else iso_timestamp(completed)}
+    return inro_task_view(task)
