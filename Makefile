@@ -13,7 +13,7 @@ help: ## List the targets
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,mcp]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install contactsync with its pinned dependencies
@@ -34,7 +34,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 .PHONY: bench
 
 $(BENCH_STAMP): $(STAMP) setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,mcp,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) ## Benchmark service vs engine floor vs naive (not part of test); bench/results/

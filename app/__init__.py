@@ -6,6 +6,7 @@ from typing import Any
 from flask import Flask
 
 from app import cli, db
+from app import mcp as mcp_front
 from app.config import load_config
 from app.errors import register_error_handlers
 from app.web import (
@@ -45,4 +46,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(inro.bp)
     openapi.init_app(app)
     cli.init_app(app)
+    mcp_front.init_app(app)
     return app

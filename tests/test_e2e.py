@@ -1,5 +1,6 @@
 """End to end: a real gunicorn on 127.0.0.1, and the launcher behind `make run`."""
 
+import asyncio
 import json
 import os
 import re
@@ -10,9 +11,12 @@ import sys
 import threading
 import time
 
+import httpx2
 import psycopg
 import pytest
 import requests
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.server import ROOT, free_port, stop, wait_until_healthy
 from tests.support import stored_contacts
@@ -56,10 +60,12 @@ def test_hostile_bodies_are_refused_and_the_workers_keep_serving(gunicorn, tenan
 def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path, receiver):
     """`flask --app app serve` on an empty data dir: embedded PostgreSQL, demo
     tenant, a printed curl that works, a workflow dispatcher beside gunicorn
-    that delivers; Ctrl-C stops everything; data is kept."""
+    that delivers, a task worker that applies, an MCP server that answers at
+    the printed client configuration; Ctrl-C stops everything; data is kept."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"CONTACTSYNC_DATA_DIR": str(tmp_path / "data"), "PORT": str(port),
+    mcp_port = free_port()
+    env.update({"CONTACTSYNC_DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "MCP_PORT": str(mcp_port),
                 "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE": "1"})
 
     def launch() -> subprocess.Popen:
@@ -79,6 +85,9 @@ def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path, receive
     token = re.search(r"\bcs_[A-Za-z0-9_-]{40,}", output).group(0)
     curl = output[output.index("curl "):].split("\n\n")[0].replace("\\\n", " ")
     assert f"127.0.0.1:{port}" in curl and token in curl
+    printed = output[output.index('{\n  "mcpServers"'):]
+    configuration = json.loads(printed[:printed.index("\n}\n") + 2])
+    assert configuration["mcpServers"]["contactsync"]["url"] == f"http://127.0.0.1:{mcp_port}/mcp"
     postmaster = tmp_path / "data" / "pgdata" / "postmaster.pid"
     assert not postmaster.exists()  # the embedded PostgreSQL stopped with it
 
@@ -98,12 +107,24 @@ def test_make_run_launcher_bootstraps_serves_and_stops_cleanly(tmp_path, receive
         assert json.loads(event.body)["data"]["changedFields"] == ["firstName"]
         # The task worker beside them applies an Inrō bulk update, as the README shows.
         assert_inro_update_applies(f"http://127.0.0.1:{port}", token)
+        # The MCP server beside them answers at the printed client configuration.
+        found = asyncio.run(mcp_find(configuration["mcpServers"]["contactsync"], "alice@example.com"))
+        assert found["contact"]["status"] == "optout"
     finally:
         stop(second, signal.SIGINT)
     assert second.returncode == 0
     output = second.stdout.read()
     assert "cs_" not in output  # data was reused: no second demo tenant
     assert "Dispatcher stopped." in output and "Task worker stopped." in output
+
+
+async def mcp_find(server: dict, email: str) -> dict:
+    """Call find_contact through the SDK's client with a host's server configuration."""
+    async with httpx2.AsyncClient(headers=server["headers"], timeout=httpx2.Timeout(30.0)) as http, \
+            Client(streamable_http_client(server["url"], http_client=http)) as client:
+        result = await client.call_tool("find_contact", {"email": email})
+    assert not result.is_error, result.content
+    return result.structured_content
 
 
 def assert_inro_update_applies(base_url: str, token: str) -> None:

@@ -1,10 +1,12 @@
 """`flask --app app serve`: everything a user needs, started and stopped as one.
 
 Applies the schema, creates the demo tenant on a new database, then runs
-gunicorn, the webhook dispatcher and the batch-task worker as child
-processes until it is asked to stop, or until one of them exits.
+gunicorn, the webhook dispatcher, the batch-task worker and the MCP server
+(streamable HTTP) as child processes until it is asked to stop, or until
+one of them exits.
 """
 
+import json
 import os
 import shlex
 import signal
@@ -35,9 +37,9 @@ def bootstrap_demo_tenant(conn: psycopg.Connection) -> str | None:
     return token.secret
 
 
-def print_welcome(base_url: str, token: str | None) -> None:
-    """Tell the person at the terminal how to reach the service."""
-    click.echo(f"\ncontactsync serves on {base_url}")
+def print_welcome(base_url: str, mcp_url: str, token: str | None) -> None:
+    """Tell the person at the terminal how to reach the service and its MCP server."""
+    click.echo(f"\ncontactsync serves on {base_url}, and MCP for agents on {mcp_url}")
     if token is None:
         scopes = " ".join(f"--scope {scope}" for scope in DEMO_SCOPES)
         click.echo(f"Create a token with: .venv/bin/flask --app app tokens create demo {scopes}\n")
@@ -48,6 +50,14 @@ def print_welcome(base_url: str, token: str | None) -> None:
                f"    -H 'Authorization: Bearer {token}' \\\n"
                f"    -H 'Content-Type: application/json' \\\n"
                f"    -d {shlex.quote(body)}\n")
+    click.echo("An MCP client (Claude Desktop, Cursor, ...) connects with this configuration:\n")
+    click.echo(json.dumps(mcp_client_configuration(mcp_url, token), indent=2) + "\n")
+
+
+def mcp_client_configuration(mcp_url: str, token: str) -> dict:
+    """The `mcpServers` entry an agent's host takes for this server."""
+    return {"mcpServers": {"contactsync": {
+        "type": "http", "url": mcp_url, "headers": {"Authorization": f"Bearer {token}"}}}}
 
 
 @click.command("serve")
@@ -55,9 +65,10 @@ def print_welcome(base_url: str, token: str | None) -> None:
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="PORT", default=8000, type=int, show_default=True)
 @click.option("--workers", envvar="WEB_CONCURRENCY", default=2, type=int, show_default=True)
-def serve_command(host: str, port: int, workers: int) -> None:
-    """Apply the schema, make sure a tenant exists, run gunicorn, the dispatcher and
-    the task worker until stopped."""
+@click.option("--mcp-port", envvar="MCP_PORT", default=8001, type=int, show_default=True)
+def serve_command(host: str, port: int, workers: int, mcp_port: int) -> None:
+    """Apply the schema, make sure a tenant exists, run gunicorn, the dispatcher,
+    the task worker and the MCP server until stopped."""
     with get_conn() as conn:
         apply_schema(conn)
         with conn.transaction():
@@ -65,9 +76,8 @@ def serve_command(host: str, port: int, workers: int) -> None:
     pool_of(current_app).close()  # the workers open their own
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print_welcome(f"http://{shown_host}:{port}", token)
-    # The workers, the dispatcher and the task worker reach the same database, embedded or not,
-    # through DATABASE_URL.
+    print_welcome(f"http://{shown_host}:{port}", f"http://{shown_host}:{mcp_port}/mcp", token)
+    # Every child reaches the same database, embedded or not, through DATABASE_URL.
     env = {**os.environ, "DATABASE_URL": current_app.config["RESOLVED_DATABASE_URL"]}
     gunicorn = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
@@ -77,7 +87,10 @@ def serve_command(host: str, port: int, workers: int) -> None:
         [sys.executable, "-m", "flask", "--app", "app", "workflows", "run"], env=env)
     task_worker = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "app", "tasks", "run"], env=env)
-    children = (gunicorn, dispatcher, task_worker)
+    mcp_server = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "mcp", "--http", "--host", host,
+         "--port", str(mcp_port)], env=env)
+    children = (gunicorn, dispatcher, task_worker, mcp_server)
     # A list, not an Event: a handler that takes a lock deadlocks when a second
     # signal lands while the first one holds it.
     stop_requested: list[int] = []
