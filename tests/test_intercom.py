@@ -488,3 +488,31 @@ def test_every_error_under_the_prefix_is_an_error_list(door):
     assert sent.json()["request_id"] == "my-request-1" == sent.headers["X-Request-Id"]
     # Outside the prefix, errors keep the native envelope.
     assert door.send("GET", "/nowhere").json()["success"] is False
+
+
+def test_a_job_whose_last_task_is_cancelled_closes_with_errors(door, tenant, make_token, base_url):
+    contact = door.native_contact(email="ann@example.com")
+    job = door.send("PUT", BULK, {"contacts": [{"id": contact["id"], "name": "Never"}]}).json()
+    task_id = job["tasks"][0]["id"].removeprefix("task_")
+    canceller = auth_headers(make_token(tenant, ("jobs:write",)))
+    cancelled = requests.delete(f"{base_url}/batch-tasks/{task_id}", headers=canceller, timeout=30)
+    assert cancelled.json()["data"]["status"] == "cancelled"
+    closed = door.job(job["id"]).json()
+    assert (closed["state"], closed["tasks"][0]["state"]) == ("completed_with_errors",) * 2
+    assert closed["completed_at"] is not None
+    assert_error_list(door.send("PUT", BULK, {"contacts": [{"id": contact["id"]}], "job": {"id": job["id"]}}),
+                      403, "forbidden")
+
+
+def test_closed_jobs_are_purged_after_the_retention_with_their_tasks(door, db, database_url):
+    contact = door.native_contact(email="ann@example.com")
+    old = door.send("PUT", BULK, {"contacts": [{"id": contact["id"]}]}).json()["id"]
+    kept = door.send("PUT", BULK, {"contacts": [{"id": contact["id"]}]}).json()["id"]
+    db.execute("UPDATE batch_tasks SET status = 'completed', completed_at = now() - interval '8 days'")
+    db.execute("UPDATE batch_jobs SET closed_at = now() - interval '8 days' WHERE id = %s",
+               (int(old.removeprefix("job_")),))
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        assert jobs.purge_closed_jobs(conn, retention_days=7) == 1
+    assert_error_list(door.job(old), 404, "job_not_found")
+    assert door.job(kept).status_code == 200
+    assert count(db, "batch_tasks") == 1
