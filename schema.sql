@@ -328,13 +328,65 @@ CREATE INDEX IF NOT EXISTS batch_task_chunks_pending_idx
     ON batch_task_chunks (tenant_id, position) WHERE state = 'pending';
 
 -- A batch task's end is an event too (`batch_task.completed`, DESIGN 10):
--- such an event carries the task in batch_task and has no contact.
+-- such an event carries the task in batch_task and has no contact. A
+-- contact.deleted event (DESIGN 9) carries the contact's tombstone as contact.
 ALTER TABLE webhook_events ADD COLUMN IF NOT EXISTS batch_task json;
 ALTER TABLE webhook_events ALTER COLUMN contact_id DROP NOT NULL;
 ALTER TABLE webhook_events ALTER COLUMN contact DROP NOT NULL;
 ALTER TABLE webhook_events DROP CONSTRAINT IF EXISTS webhook_events_type_check;
 ALTER TABLE webhook_events ADD CONSTRAINT webhook_events_type_check
-    CHECK (type IN ('contact.created', 'contact.updated', 'batch_task.completed'));
+    CHECK (type IN ('contact.created', 'contact.updated', 'contact.deleted', 'batch_task.completed'));
+
+-- Erasure (DESIGN 9). A deleted contact's row, links and webhook events go
+-- in the deleting transaction; what remains is its tombstone, which holds no
+-- personal data: the id, the externalId (the client's own key, so that a
+-- mirror can find its copy) and when. change_xid puts it in the change feed
+-- at the deleting transaction's position, exactly as a contact's row sits
+-- there, so a feed reader sees deletions in order with every other change.
+-- A contact id is never used again, so a tombstone and a contact never share
+-- a feed position. Tombstones are purged after
+-- CONTACTSYNC_TOMBSTONE_RETENTION_DAYS by the dispatcher's upkeep.
+CREATE TABLE IF NOT EXISTS contact_tombstones (
+    tenant_id   bigint NOT NULL REFERENCES tenants (id),
+    contact_id  bigint NOT NULL,
+    external_id text,
+    deleted_at  timestamptz NOT NULL DEFAULT now(),
+    change_xid  xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    PRIMARY KEY (tenant_id, contact_id)
+);
+CREATE INDEX IF NOT EXISTS contact_tombstones_tenant_change_idx
+    ON contact_tombstones (tenant_id, change_xid, contact_id);
+-- What the purge scans for: tombstones by age.
+CREATE INDEX IF NOT EXISTS contact_tombstones_deleted_idx ON contact_tombstones (deleted_at);
+
+-- The newest tombstone purged for each tenant, as a feed position and a
+-- time: a cursor before it, or an updatedSince before that time, would miss
+-- a deletion, so the feed answers 410 cursor_expired instead of a silent gap.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS tombstones_purged_xid xid8;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS tombstones_purged_id bigint;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS tombstones_purged_deleted_at timestamptz;
+
+-- Erasure finds a deleted contact's webhook events by contact.
+CREATE INDEX IF NOT EXISTS webhook_events_contact_idx ON webhook_events (tenant_id, contact_id);
+
+-- A tombstone as the feed and contact.deleted events show it.
+CREATE OR REPLACE FUNCTION tombstone_json(t contact_tombstones) RETURNS json
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT json_build_object(
+        'id', t.contact_id, 'externalId', t.external_id, 'deleted', true,
+        'deletedAt', to_char(t.deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+$$;
+
+-- Which contacts a stored answer speaks of: 'id:17', 'email:a@b.c',
+-- 'externalId:crm-1', 'username:jane', for every contact id and identity
+-- the answer carries (a contact, results, a failure's echo of what was
+-- sent). Erasing a contact forgets, in the same transaction, every
+-- Idempotency-Key answer and every batch task outcome that names it, so no
+-- stored answer keeps its email after it is gone.
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS mentions text[] NOT NULL DEFAULT '{}';
+CREATE INDEX IF NOT EXISTS idempotency_keys_mentions_idx ON idempotency_keys USING gin (mentions);
+ALTER TABLE batch_task_chunks ADD COLUMN IF NOT EXISTS mentions text[] NOT NULL DEFAULT '{}';
+CREATE INDEX IF NOT EXISTS batch_task_chunks_mentions_idx ON batch_task_chunks USING gin (mentions);
 
 -- Jobs (Intercom's door, DESIGN 12): a job groups batch tasks, one per
 -- request; `"job": {"id": ...}` in a later request appends a task to it while

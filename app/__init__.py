@@ -13,6 +13,7 @@ from app.web import (
     catalogues,
     contact_reads,
     contacts,
+    deletions,
     health,
     inro,
     intercom,
@@ -39,6 +40,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(contacts.bp)
     app.register_blueprint(contact_reads.bp)
+    app.register_blueprint(deletions.bp)
     app.register_blueprint(catalogues.bp)
     app.register_blueprint(batch_tasks.bp)
     app.register_blueprint(inro.bp)

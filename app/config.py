@@ -109,6 +109,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WEBHOOK_ALLOW_PRIVATE": _flag(env, "CONTACTSYNC_WEBHOOK_ALLOW_PRIVATE"),
         "WEBHOOK_CONCURRENCY": _int(env, "CONTACTSYNC_WEBHOOK_CONCURRENCY", 4, minimum=1),
         "WEBHOOK_RETENTION_DAYS": _int(env, "CONTACTSYNC_WEBHOOK_RETENTION_DAYS", 7, minimum=1),
+        # Tombstones of deleted contacts stay in the change feed this long (DESIGN 9).
+        "TOMBSTONE_RETENTION_DAYS": _int(env, "CONTACTSYNC_TOMBSTONE_RETENTION_DAYS", 30, minimum=1),
         "IDEMPOTENCY_TTL_SECONDS": _duration(env, "CONTACTSYNC_IDEMPOTENCY_TTL", 24 * 3600,
                                              maximum=365 * 86400),
         # Batch tasks (DESIGN 10): the limits of one submission, the lease of a

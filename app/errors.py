@@ -59,6 +59,13 @@ class InvalidCursor(ApiError):
     message = "The cursor is not one this service handed out; start again from updatedSince."
 
 
+class CursorExpired(ApiError):
+    status, code = 410, "cursor_expired"
+    message = ("Deletions after this point of the feed were purged (tombstones are kept "
+               "CONTACTSYNC_TOMBSTONE_RETENTION_DAYS); start again with a recent updatedSince, "
+               "or from the start of the feed to rebuild your copy.")
+
+
 class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
     message = "A valid bearer token is required."

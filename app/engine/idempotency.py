@@ -25,6 +25,7 @@ class StoredAnswer:
     fingerprint: bytes
     status: int
     body: bytes
+    mentions: tuple[str, ...] = ()  # the contacts it speaks of (app/engine/erasure.py, mentions_of)
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> bytes:
@@ -54,7 +55,8 @@ def store_answer(conn: psycopg.Connection, tenant_id: int, key: str, answer: Sto
     """Keep the answer under the key for `ttl_seconds`, in the caller's transaction."""
     conn.execute(queries["upsert-idempotent-answer"], {
         "tenant_id": tenant_id, "key": key, "fingerprint": answer.fingerprint,
-        "status": answer.status, "body": answer.body, "ttl_seconds": ttl_seconds,
+        "status": answer.status, "body": answer.body, "mentions": list(answer.mentions),
+        "ttl_seconds": ttl_seconds,
     })
 
 

@@ -13,7 +13,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -24,8 +24,17 @@ CURSOR_VERSION = 1
 XID = re.compile(r"[0-9]{1,20}")
 
 
+# The feed's updatedSince slack (app/sql/contacts.sql, select-contact-changes).
+SINCE_SLACK = timedelta(minutes=5)
+
+
 class MalformedCursor(ValueError):
     """A cursor this service did not hand out (or one that was altered)."""
+
+
+class TombstonesPurged(Exception):
+    """The page would start before a tombstone that was purged (DESIGN 9):
+    following the feed from there would miss that deletion."""
 
 
 @dataclass(frozen=True)
@@ -75,16 +84,20 @@ class FeedPage:
 
 def read_changes(conn: psycopg.Connection, tenant_id: int, position: FeedPosition,
                  limit: int) -> FeedPage:
-    """One page of the tenant's change feed after `position`.
+    """One page of the tenant's change feed after `position`: contacts, and the
+    tombstones of deleted ones (`{"id", "externalId", "deleted": true, "deletedAt"}`).
 
     A page that is not full has shown everything below the horizon (the
     oldest transaction still running), so the next position is the horizon
     itself: a quiet poller does not walk the same rows again next time.
+    Raises TombstonesPurged when a tombstone after `position` was purged.
     """
     rows = conn.execute(queries["select-contact-changes"], {
         "tenant_id": tenant_id, "after_xid": position.change_xid, "after_id": position.contact_id,
         "since": position.since, "limit": limit + 1,
     }).fetchall()
+    if missed_a_purged_tombstone(position, rows[0]):
+        raise TombstonesPurged()
     page = [row for row in rows if row["id"] is not None]
     if len(page) > limit:
         last = page[limit - 1]
@@ -92,6 +105,19 @@ def read_changes(conn: psycopg.Connection, tenant_id: int, position: FeedPositio
                         FeedPosition(last["change_xid"], last["id"], position.since), True)
     horizon = FeedPosition(rows[0]["horizon"], 0, position.since)
     return FeedPage([row["contact"] for row in page], max(position, horizon, key=feed_order), False)
+
+
+def missed_a_purged_tombstone(position: FeedPosition, horizon: dict[str, Any]) -> bool:
+    """Would a page from `position` have shown the newest tombstone purged?
+    A cursor before it would; so would the feed's start with an updatedSince
+    before its deletion (with the feed's slack). The start of the whole feed,
+    with no updatedSince, rebuilds a mirror from scratch and misses nothing."""
+    if horizon["purged_xid"] is None:
+        return False
+    if feed_order(position) != (0, 0):
+        purged = FeedPosition(horizon["purged_xid"], horizon["purged_id"])
+        return feed_order(position) < feed_order(purged)
+    return position.since is not None and position.since - SINCE_SLACK <= horizon["purged_deleted_at"]
 
 
 def feed_order(position: FeedPosition) -> tuple[int, int]:

@@ -36,6 +36,7 @@ from app.engine.bulk import (
     validate_rows,
     write_valid_rows,
 )
+from app.engine.erasure import mentions_of
 from app.engine.outbox import enqueue_task_event, iso_timestamp
 from app.engine.upsert import CREATED, FAILED, STALE, UNCHANGED, UPDATED
 from app.sql import queries
@@ -112,7 +113,8 @@ def apply_chunk(conn: psycopg.Connection, chunk: ClaimedChunk, *, give_up: bool,
         outcomes = row_outcomes(report)
     for outcome in outcomes:
         outcome["index"] += held["first_index"]
-    conn.execute(queries["mark-chunk-done"], {**key, "results": Json(outcomes)})
+    conn.execute(queries["mark-chunk-done"], {**key, "results": Json(outcomes),
+                                              "mentions": mentions_of(outcomes)})
     counts = {status: sum(1 for o in outcomes if o["status"] == status)
               for status in (CREATED, UPDATED, UNCHANGED, STALE, FAILED)}
     status = conn.execute(queries["count-chunk-outcomes"], {

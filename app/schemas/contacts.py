@@ -596,6 +596,15 @@ class ContactSchema(Schema):
     updated_at = fields.DateTime(data_key="updatedAt", required=True)
 
 
+class TombstoneSchema(Schema):
+    """A deleted contact, as the change feed and contact.deleted events show it (DESIGN 9)."""
+
+    id = fields.Integer(required=True)
+    external_id = fields.String(data_key="externalId", required=True, allow_none=True)
+    deleted = fields.Boolean(required=True, metadata={"enum": [True]})
+    deleted_at = fields.DateTime(data_key="deletedAt", required=True)
+
+
 class CatalogueEntrySchema(Schema):
     """A tag or a folder of the tenant's catalogue."""
 
@@ -709,7 +718,9 @@ class ContactListResponseSchema(Schema):
 
 class FeedPageResponseSchema(Schema):
     success = fields.Boolean(required=True)
-    data = fields.List(fields.Nested(ContactSchema), required=True)
+    data = fields.List(fields.Raw(metadata={"oneOf": [{"$ref": "#/components/schemas/Contact"},
+                                                      {"$ref": "#/components/schemas/Tombstone"}]}),
+                       required=True, metadata={"description": "Contacts and tombstones, in feed order."})
     next_cursor = fields.String(data_key="nextCursor", required=True,
                                 metadata={"description": "Resume here, now or later."})
     has_more = fields.Boolean(data_key="hasMore", required=True)

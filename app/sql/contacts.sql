@@ -147,29 +147,49 @@ FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s AND c.username = %(username)s;
 
 -- name: select-contact-changes
--- One page of the change feed: contacts after the cursor's position in
--- (change_xid, id) order, on the tenant's feed index. Only rows written by
--- transactions older than this statement's snapshot xmin (the horizon) are
--- returned: every transaction still running, or starting later, has a larger
--- id, so whatever it writes lands after this page's end and a cursor never
--- skips a row that commits late. The horizon comes back on every row, and on
--- one row of NULLs when the page is empty, so that a reader who has seen all
--- there is can move its cursor up to it rather than scan the same rows again.
+-- One page of the change feed: contacts and tombstones (DESIGN 9) after the
+-- cursor's position in (change_xid, id) order, each on its tenant feed
+-- index. Only rows written by transactions older than this statement's
+-- snapshot xmin (the horizon) are returned: every transaction still running,
+-- or starting later, has a larger id, so whatever it writes lands after this
+-- page's end and a cursor never skips a row that commits late. The horizon
+-- comes back on every row, and on one row of NULLs when the page is empty,
+-- so that a reader who has seen all there is can move its cursor up to it
+-- rather than scan the same rows again; so does the newest tombstone purged,
+-- which a cursor must not be older than (app/engine/reads.py).
 -- updatedSince filters with 5 minutes of slack: updated_at is when the writing
 -- transaction started, and one that started just before updatedSince may
 -- commit after it (at least once allows the few extra rows).
-WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
-SELECT h.xmin::text AS horizon, page.contact, page.change_xid, page.id
+WITH horizon AS (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin, t.tombstones_purged_xid::text AS purged_xid,
+           t.tombstones_purged_id AS purged_id, t.tombstones_purged_deleted_at AS purged_deleted_at
+    FROM tenants AS t
+    WHERE t.id = %(tenant_id)s
+)
+SELECT h.xmin::text AS horizon, h.purged_xid, h.purged_id, h.purged_deleted_at,
+       page.contact, page.change_xid::text AS change_xid, page.id
 FROM horizon AS h
 LEFT JOIN LATERAL (
-    SELECT contact_json(c) AS contact, c.change_xid::text AS change_xid, c.id
-    FROM contacts AS c
-    WHERE c.tenant_id = %(tenant_id)s
-      AND (c.tenant_id, c.change_xid, c.id) > (%(tenant_id)s, %(after_xid)s::xid8, %(after_id)s::bigint)
-      AND c.change_xid < h.xmin
-      AND (%(since)s::timestamptz IS NULL
-           OR c.updated_at >= %(since)s::timestamptz - interval '5 minutes')
-    ORDER BY c.change_xid, c.id
+    (SELECT contact_json(c) AS contact, c.change_xid, c.id
+     FROM contacts AS c
+     WHERE c.tenant_id = %(tenant_id)s
+       AND (c.tenant_id, c.change_xid, c.id) > (%(tenant_id)s, %(after_xid)s::xid8, %(after_id)s::bigint)
+       AND c.change_xid < h.xmin
+       AND (%(since)s::timestamptz IS NULL
+            OR c.updated_at >= %(since)s::timestamptz - interval '5 minutes')
+     ORDER BY c.change_xid, c.id
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT tombstone_json(d), d.change_xid, d.contact_id
+     FROM contact_tombstones AS d
+     WHERE d.tenant_id = %(tenant_id)s
+       AND (d.tenant_id, d.change_xid, d.contact_id) > (%(tenant_id)s, %(after_xid)s::xid8, %(after_id)s::bigint)
+       AND d.change_xid < h.xmin
+       AND (%(since)s::timestamptz IS NULL
+            OR d.deleted_at >= %(since)s::timestamptz - interval '5 minutes')
+     ORDER BY d.change_xid, d.contact_id
+     LIMIT %(limit)s)
+    ORDER BY change_xid, id
     LIMIT %(limit)s
 ) AS page ON true
 ORDER BY page.change_xid, page.id;

@@ -23,12 +23,12 @@ FROM pg_advisory_xact_lock(
 -- name: upsert-idempotent-answer
 -- Under the key's lock, with no unexpired answer found: a row still here is
 -- an expired one the purge has not reached, and it is replaced.
-INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, body, expires_at)
-VALUES (%(tenant_id)s, %(key)s, %(fingerprint)s, %(status)s, %(body)s,
+INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, body, mentions, expires_at)
+VALUES (%(tenant_id)s, %(key)s, %(fingerprint)s, %(status)s, %(body)s, %(mentions)s::text[],
         now() + make_interval(secs => %(ttl_seconds)s))
 ON CONFLICT (tenant_id, key) DO UPDATE
 SET fingerprint = excluded.fingerprint, status = excluded.status, body = excluded.body,
-    created_at = now(), expires_at = excluded.expires_at;
+    mentions = excluded.mentions, created_at = now(), expires_at = excluded.expires_at;
 
 -- name: purge-expired-idempotency-keys
 -- A bounded slice per call, like the event purge. expires_at is checked again

@@ -75,10 +75,11 @@ WHERE c.tenant_id = %(tenant_id)s AND c.task_id = %(task_id)s AND c.seq = %(seq)
 FOR UPDATE OF c;
 
 -- name: mark-chunk-done
--- The chunk is applied: its outcomes kept, its rows (personal data) dropped.
+-- The chunk is applied: its outcomes kept with the identities they echo
+-- (app/engine/erasure.py), its rows (personal data) dropped.
 UPDATE batch_task_chunks
-SET state = 'done', rows = NULL, prepared = NULL, results = %(results)s, lease_id = NULL,
-    lease_until = NULL
+SET state = 'done', rows = NULL, prepared = NULL, results = %(results)s, mentions = %(mentions)s,
+    lease_id = NULL, lease_until = NULL
 WHERE tenant_id = %(tenant_id)s AND task_id = %(task_id)s AND seq = %(seq)s;
 
 -- name: count-chunk-outcomes

@@ -3,7 +3,7 @@ and the change feed. All need `contacts:read`; the tenant comes from the token.
 
 | GET /contacts/{id}                                 | the contact, or 404            |
 | GET /contacts?email= / ?externalId= / ?username=   | `data`: a list of 0 or 1       |
-| GET /contacts?updatedSince=...&limit=...&cursor=... | a page of the change feed     |
+| GET /contacts?updatedSince=...&limit=...&cursor=... | a page of the change feed, with tombstones |
 """
 
 from typing import Any
@@ -13,8 +13,8 @@ from marshmallow import ValidationError
 
 from app.auth import require_scope
 from app.db import get_conn
-from app.engine.reads import FeedPosition, MalformedCursor, find_contact, read_changes
-from app.errors import InvalidCursor, InvalidRequest, NotFound, ValidationFailed
+from app.engine.reads import FeedPosition, MalformedCursor, TombstonesPurged, find_contact, read_changes
+from app.errors import CursorExpired, InvalidCursor, InvalidRequest, NotFound, ValidationFailed
 from app.schemas.contacts import LOOKUP_PARAMETERS, contacts_query_schema
 
 bp = Blueprint("contact_reads", __name__)
@@ -43,8 +43,11 @@ def list_contacts():
                                    external_id=query.get("external_id"), username=query.get("username"))
         return {"success": True, "data": [] if contact is None else [contact]}
     position = feed_position(query)
-    with get_conn() as conn:
-        page = read_changes(conn, tenant_id, position, query["limit"])
+    try:
+        with get_conn() as conn:
+            page = read_changes(conn, tenant_id, position, query["limit"])
+    except TombstonesPurged:
+        raise CursorExpired() from None
     return {"success": True, "data": page.contacts, "nextCursor": page.next_position.encode(),
             "hasMore": page.has_more}
 

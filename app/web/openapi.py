@@ -14,6 +14,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from app.engine.tenants import SLUG_PATTERN
 from app.schemas import contacts as schemas
+from app.schemas import deletions as deletion_schemas
 from app.schemas import inro as inro_schemas
 from app.schemas import tasks as task_schemas
 from app.web.contacts import autosend_max_rows
@@ -29,6 +30,8 @@ ERROR_MEANINGS = {
     401: "unauthorized: the bearer token is missing, malformed, unknown or revoked.",
     403: "insufficient_scope or tenant_mismatch.",
     404: "not_found.",
+    410: "cursor_expired: deletions after this cursor were purged (CONTACTSYNC_TOMBSTONE_RETENTION_DAYS); "
+         "start again with a recent updatedSince, or from the start of the feed.",
     409: "idempotency_key_in_progress: a request with this Idempotency-Key is still running.",
     422: "idempotency_key_reused: this Idempotency-Key answered another request.",
     413: "payload_too_large.",
@@ -54,7 +57,7 @@ TENANT_HEADER = {"in": "header", "name": "X-Tenant-Id", "required": False,
 COMPONENT_SCHEMAS = (
     schemas.ContactRowSchema, schemas.CompanyChangeSchema, schemas.ContactUpsertSchema,
     schemas.BulkRequestSchema, schemas.CatalogueEntrySchema, schemas.CompanySchema,
-    schemas.ContactSchema, schemas.BulkResponseSchema, schemas.UpsertResponseSchema,
+    schemas.ContactSchema, schemas.TombstoneSchema, schemas.BulkResponseSchema, schemas.UpsertResponseSchema,
     schemas.ContactResponseSchema, schemas.ContactListResponseSchema, schemas.FeedPageResponseSchema,
     schemas.ErrorResponseSchema, schemas.StatusSchema, schemas.NewCatalogueEntrySchema,
     schemas.CatalogueEntryResponseSchema, schemas.CataloguePageResponseSchema,
@@ -63,6 +66,8 @@ COMPONENT_SCHEMAS = (
     task_schemas.BatchTaskPageResponseSchema, task_schemas.RowOutcomePageResponseSchema,
     task_schemas.InroTaskSchema, task_schemas.InroTaskListSchema, task_schemas.InroQueuedSchema,
     inro_schemas.InroContactSchema, inro_schemas.InroEntrySchema, inro_schemas.InroBulkRequestSchema,
+    deletion_schemas.DeleteEntrySchema, deletion_schemas.BulkDeleteRequestSchema,
+    deletion_schemas.BulkDeleteResponseSchema,
 )
 PREFER_HEADER = {
     "in": "header", "name": "Prefer", "required": False, "schema": {"type": "string"},
@@ -153,6 +158,36 @@ def task_paths(spec: APISpec) -> None:
         "summary": "One batch task with progress and ETA (Inrō-compatible)", "tags": ["inro"],
         "x-required-scope": "jobs:read", "parameters": [TASK_ID, TENANT_HEADER],
         "responses": {200: json_body("InroTask", "The task."), **error_responses(*READ_ERRORS, 404)}}})
+
+
+def deletion_paths(spec: APISpec) -> None:
+    """Erasure (DESIGN 9): the contact, its links and events go; a tombstone enters the feed."""
+    erased = ("Erased in one transaction: the contact, its tag, folder and company links, its "
+              "webhook events and every stored answer that names it; its tombstone enters the "
+              "change feed and a contact.deleted event is written for an enabled webhook.")
+    contact_path = {"in": "path", "name": "contact_id", "required": True, "schema": {"type": "string"}}
+    deleted = {"description": "Deleted.", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"success": {"type": "boolean"}, "message": {"type": "string"}}}}}}
+    spec.path("/contacts/bulk-delete", operations={"post": {
+        "summary": "Delete 1-1000 contacts by id, externalId, email or username", "tags": ["contacts"],
+        "description": erased, "parameters": [TENANT_HEADER, IDEMPOTENCY_HEADER],
+        "x-required-scope": "contacts:write",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": "BulkDeleteRequest"}}},
+        "responses": {200: json_body("BulkDeleteResponse", "deletedCount, and the entries naming nobody."),
+                      **error_responses(*WRITE_ERRORS, status_400=(
+                          "invalid_json, batch_size, or invalid_request (details.contacts: the "
+                          "problems of every bad entry, by index); nothing was deleted."))}}})
+    spec.path("/v1/contacts/{contact_id}", operations={"delete": {
+        "summary": "Delete a contact by id (AutoSend-compatible)", "tags": ["contacts"],
+        "description": erased, "parameters": [contact_path, TENANT_HEADER, IDEMPOTENCY_HEADER],
+        "x-required-scope": "contacts:write",
+        "responses": {200: deleted, **error_responses(401, 403, 404, 409, 422, 429, 503)}}})
+    spec.path("/v1/contacts/email/userId/{user_id}", operations={"delete": {
+        "summary": "Delete a contact by userId, the externalId (AutoSend-compatible)", "tags": ["contacts"],
+        "description": erased,
+        "parameters": [{**contact_path, "name": "user_id"}, TENANT_HEADER, IDEMPOTENCY_HEADER],
+        "x-required-scope": "contacts:write",
+        "responses": {200: deleted, **error_responses(401, 403, 404, 409, 422, 429, 503)}}})
 
 
 # Intercom's door (DESIGN 12), in Intercom's own shapes (its OpenAPI's
@@ -332,26 +367,40 @@ def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
             "summary": "Look a contact up, or read the change feed", "tags": ["contacts"],
             "description": "With email, externalId or username: 0 or 1 contact. Otherwise a page of the "
                            "feed: follow nextCursor until hasMore is false, and resume from the "
-                           "last nextCursor later; no change is ever skipped.",
+                           "last nextCursor later; no change is ever skipped. A deleted contact "
+                           "appears as its tombstone: {id, externalId, deleted: true, deletedAt}.",
             "x-required-scope": "contacts:read",
             "parameters": [{"in": "query", "schema": schemas.ContactsQuerySchema}, TENANT_HEADER],
             "responses": {200: {"description": "A look-up's list, or a page of the feed.",
                                 "content": {"application/json": {"schema": {"oneOf": [
                                     {"$ref": "#/components/schemas/ContactListResponse"},
                                     {"$ref": "#/components/schemas/FeedPageResponse"}]}}}},
-                          **error_responses(400, *READ_ERRORS, status_400=(
+                          **error_responses(400, *READ_ERRORS, 410, status_400=(
                               "validation_failed (an invalid email or externalId to look up), "
                               "invalid_cursor, or invalid_request (unknown, repeated or mixed "
                               "parameters, a bad updatedSince or limit)."))},
         },
     })
-    spec.path("/contacts/{contact_id}", operations={"get": {
-        "summary": "One contact by id", "tags": ["contacts"], "x-required-scope": "contacts:read",
-        "parameters": [{"in": "path", "name": "contact_id", "required": True,
-                        "schema": {"type": "integer", "minimum": 0}}, TENANT_HEADER],
-        "responses": {200: json_body("ContactResponse", "The contact."),
-                      **error_responses(*READ_ERRORS, 404)},
-    }})
+    contact_id = {"in": "path", "name": "contact_id", "required": True,
+                  "schema": {"type": "integer", "minimum": 0}}
+    spec.path("/contacts/{contact_id}", operations={
+        "get": {
+            "summary": "One contact by id", "tags": ["contacts"], "x-required-scope": "contacts:read",
+            "parameters": [contact_id, TENANT_HEADER],
+            "responses": {200: json_body("ContactResponse", "The contact."),
+                          **error_responses(*READ_ERRORS, 404)},
+        },
+        "delete": {
+            "summary": "Delete (erase) one contact", "tags": ["contacts"],
+            "x-required-scope": "contacts:write",
+            "parameters": [contact_id, TENANT_HEADER, IDEMPOTENCY_HEADER],
+            "description": "The contact, its links and webhook events go in one transaction; its "
+                           "tombstone enters the change feed.",
+            "responses": {204: {"description": "Deleted."},
+                          **error_responses(401, 403, 404, 409, 422, 429, 503)},
+        },
+    })
+    deletion_paths(spec)
     for kind, singular in (("tags", "tag"), ("folders", "folder")):
         spec.path(f"/{kind}", operations={
             "get": catalogue_page_operation(f"The tenant's {kind}", "CataloguePageResponse"),

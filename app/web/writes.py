@@ -15,6 +15,7 @@ import psycopg
 from flask import Response, current_app, g, request
 
 from app.db import get_conn, run_in_transaction, run_read_only
+from app.engine.erasure import mentions_of
 from app.engine.idempotency import (
     MAX_KEY_LENGTH,
     StoredAnswer,
@@ -70,14 +71,14 @@ def replay(answer: StoredAnswer, idempotency: Idempotency) -> Response:
     """The first answer again, byte for byte, if it answered this very request."""
     if answer.fingerprint != idempotency.fingerprint:
         raise IdempotencyKeyReused()
-    return Response(answer.body, answer.status, mimetype="application/json",
+    return Response(answer.body, answer.status, mimetype="application/json" if answer.body else None,
                     headers={"Idempotent-Replayed": "true"})
 
 
-def run_write(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
+def run_write(work: Callable[[psycopg.Connection, int], tuple[dict | None, int]],
               idempotency: Idempotency | None) -> Response:
     """Run `work(conn, attempt)` in one transaction, retried on races, and answer
-    with the (body, status) it returns.
+    with the (body, status) it returns (body None: no content, as a 204).
 
     With an Idempotency-Key the key is claimed first and the answer stored in
     the same transaction, so it exists exactly when the write committed.
@@ -90,11 +91,12 @@ def run_write(work: Callable[[psycopg.Connection, int], tuple[dict, int]],
             if answered is not None:  # committing this read-only transaction is harmless
                 return replay(answered, idempotency)
         body, status = work(conn, attempt)
-        response = current_app.json.response(body)
+        response = Response(status=status) if body is None else current_app.json.response(body)
         response.status_code = status
         if idempotency is not None:
             store_answer(conn, tenant_id, idempotency.key,
-                         StoredAnswer(idempotency.fingerprint, status, response.get_data()),
+                         StoredAnswer(idempotency.fingerprint, status, response.get_data(),
+                                      tuple(mentions_of(body))),
                          current_app.config["IDEMPOTENCY_TTL_SECONDS"])
         return response
 

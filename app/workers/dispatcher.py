@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from app.engine.erasure import purge_tombstones
 from app.engine.idempotency import purge_expired_keys
 from app.engine.outbox import (
     ClaimedEvent,
@@ -41,6 +42,7 @@ class DispatchSettings:
     allow_private: bool
     poll_seconds: float = IDLE_POLL_SECONDS
     retention_days: int = 7  # delivered and dead events are purged after this
+    tombstone_retention_days: int = 30  # tombstones of deleted contacts are purged after this
 
     @property
     def lease_seconds(self) -> float:
@@ -61,7 +63,8 @@ def settings_from_config(config: dict) -> DispatchSettings:
     """The dispatcher settings of an app's config."""
     return DispatchSettings(backoff=config["WEBHOOK_BACKOFF"], timeout=config["WEBHOOK_TIMEOUT"],
                             allow_private=config["WEBHOOK_ALLOW_PRIVATE"],
-                            retention_days=config["WEBHOOK_RETENTION_DAYS"])
+                            retention_days=config["WEBHOOK_RETENTION_DAYS"],
+                            tombstone_retention_days=config["TOMBSTONE_RETENTION_DAYS"])
 
 
 def attempt(event: ClaimedEvent, settings: DispatchSettings) -> webhooks.DeliveryResult:
@@ -108,8 +111,8 @@ def run_loop(pool: ConnectionPool, settings: DispatchSettings, stop: threading.E
 
 
 def purge(pool: ConnectionPool, settings: DispatchSettings) -> None:
-    """Delete finished events past the retention and expired idempotency keys, a
-    slice at a time; database trouble waits for the next round. (The dispatcher
+    """Delete finished events and tombstones past their retention and expired
+    idempotency keys, a slice at a time; database trouble waits for the next round. (The dispatcher
     is the one long-running process of a deployment, so it does the upkeep.)"""
     try:
         with pool.connection() as conn:
@@ -118,5 +121,8 @@ def purge(pool: ConnectionPool, settings: DispatchSettings) -> None:
                          settings.retention_days)
             while (deleted := purge_expired_keys(conn)) > 0:
                 log.info("purged %d expired idempotency keys", deleted)
+            while (deleted := purge_tombstones(conn, settings.tombstone_retention_days)) > 0:
+                log.info("purged %d tombstones older than %d days", deleted,
+                         settings.tombstone_retention_days)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         log.warning("purge skipped, database unavailable: %s", type(exc).__name__)
