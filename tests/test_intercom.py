@@ -475,6 +475,8 @@ def test_answers_conform_to_the_openapi_document(door, worker):
     conforms("/intercom/contacts/bulk", "put", queued)
     conforms("/intercom/contacts/bulk", "post", door.send("POST", BULK, {"contacts": [{"name": "x"}]}))
     conforms("/intercom/contacts/bulk", "put", door.send("PUT", BULK, {"contacts": "x"}))
+    conforms("/intercom/contacts/bulk/delete", "post",
+             door.send("POST", f"{BULK}/delete", {"contacts": [{"id": "abc123"}]}))
     worker()
     door.finished_job(queued.json()["id"])
     conforms("/intercom/contacts/bulk/{job_id}", "get", door.job(queued.json()["id"]))
@@ -516,3 +518,49 @@ def test_closed_jobs_are_purged_after_the_retention_with_their_tasks(door, db, d
     assert_error_list(door.job(old), 404, "job_not_found")
     assert door.job(kept).status_code == 200
     assert count(db, "batch_tasks") == 1
+
+
+# -- bulk delete ----------------------------------------------------------------------------------
+
+def test_bulk_delete_erases_by_id_and_an_unknown_id_ends_the_job_with_errors(door, worker, db):
+    ann = door.native_contact(externalId="crm-ann", email="ann@example.com")
+    bob = door.native_contact(email="bob@example.com")
+    kept = door.native_contact(email="kept@example.com")
+    since = door.send("GET", "/contacts", params={"limit": 10}).json()["nextCursor"]
+    # The "successful" example with our ids for abc123 and def456, then one of no contact.
+    body = {"contacts": [{"id": str(ann["id"])}, {"id": bob["id"]}, {"id": "abc123"}]}
+    response = door.send("POST", f"{BULK}/delete", body)
+    assert response.status_code == 202 and response.json()["tasks"][0]["item_count"] == 3
+    worker()
+    done = door.finished_job(response.json()["id"])
+    assert done["state"] == "completed_with_errors"
+    assert [(r["status"], r.get("code")) for r in door.results(done)] == \
+        [("deleted", None), ("deleted", None), ("failed", "not_found")]
+    assert door.send("GET", f"/contacts/{ann['id']}").status_code == 404
+    assert door.contact(kept["id"])["email"] == "kept@example.com"
+    feed = door.send("GET", "/contacts", params={"cursor": since}).json()["data"]
+    assert sorted((c["id"], c.get("deleted")) for c in feed) == [(ann["id"], True), (bob["id"], True)]
+    assert count(db, "contacts") == 1
+
+
+def test_a_delete_appended_to_an_update_job(door, worker):
+    ann = door.native_contact(email="ann@example.com")
+    bob = door.native_contact(email="bob@example.com")
+    job = door.send("PUT", BULK, {"contacts": [{"id": ann["id"], "name": "Ann"}]}).json()
+    # The append_to_existing_job example of bulk delete, with our ids.
+    appended = door.send("POST", f"{BULK}/delete", {"contacts": [{"id": str(bob["id"])}],
+                                                     "job": {"id": job["id"]}}).json()
+    assert appended["id"] == job["id"] and len(appended["tasks"]) == 2
+    worker()
+    assert door.finished_job(job["id"])["state"] == "completed"
+    assert door.contact(ann["id"])["name"] == "Ann"
+    assert door.send("GET", f"/contacts/{bob['id']}").status_code == 404
+
+
+def test_bulk_delete_takes_ids_only(door, db):
+    missing = door.send("POST", f"{BULK}/delete", {"contacts": [{"email": "ann@example.com"}]})
+    [error] = assert_error_list(missing, 422, "field_not_found")
+    assert error["message"] == "contacts must be identified by id"
+    assert_error_list(door.send("POST", f"{BULK}/delete", {"contacts": [{"id": 1}] * 101}), 422,
+                      "parameter_invalid")
+    assert count(db, "batch_tasks") == 0

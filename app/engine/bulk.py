@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 from marshmallow import ValidationError
 
+from app.engine.erasure import delete_contacts
 from app.engine.outbox import enqueue_contact_events, wire_names
 from app.engine.reads import find_contact
 from app.engine.upsert import (
@@ -47,6 +48,7 @@ from app.engine.upsert import (
 from app.schemas.contacts import KNOWN_ADDRESSES, known_address_candidates, load_row
 from app.sql import queries
 
+DELETED = "deleted"  # the outcome of a row of Intercom's bulk delete that erased its contact
 MAX_ECHOED_CHARS = 320  # a failure echoes the row's identities, not megabytes of them
 
 
@@ -125,6 +127,8 @@ def bulk_intercom(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str,
     "create" (strict: an external_id or email already held fails alone,
     contact_exists). Tag ids become names; an id the tenant lacks is skipped
     and the rest of the row applies, as Intercom's spec says."""
+    if rows and rows[0]["op"] == "delete":  # a request of Intercom's is all deletes or none
+        return bulk_delete_by_id(conn, tenant_id, rows)
     names = tag_names(conn, tenant_id, rows)
     # The rows as a failure entry echoes them (externalId, email).
     echoed = [{"externalId": row.get("external_id"), "email": row.get("email")} for row in rows]
@@ -142,6 +146,23 @@ def bulk_intercom(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str,
                               for key in ("add", "remove")}
         valid.append((index, change))
     return write_valid_rows(conn, tenant_id, echoed, valid, invalid, options, exclusive=exclusive)
+
+
+def bulk_delete_by_id(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]]) -> BulkReport:
+    """Erase the tenant's contacts the rows name by id (app/engine/erasure.py),
+    in the caller's transaction: each row is `deleted`, or fails alone with
+    not_found when its id names no contact of the tenant (any more). An id
+    sent twice is erased once and both rows are `deleted`."""
+    ids = sorted({row["id"] for row in rows if row["id"] is not None})
+    deleted = set(delete_contacts(conn, tenant_id, [{"id": contact_id} for contact_id in ids]).deleted_ids)
+    outcomes, failures = [], []
+    for index, row in enumerate(rows):
+        if row["id"] in deleted:
+            outcomes.append(RowOutcome(index, DELETED, Contact(id=row["id"])))
+        else:
+            failures.append({"index": index, "externalId": None, "email": None, "code": "not_found",
+                             "message": "No contact has this id."})
+    return BulkReport(outcomes, {"totalCount": len(rows), "failures": failures})
 
 
 def tag_names(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]]) -> dict[int, str]:

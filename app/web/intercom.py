@@ -3,6 +3,7 @@ Intercom client pointed at `http://HOST:PORT/intercom` works unchanged.
 
 | PUT  /intercom/contacts/bulk          | contacts:write | update up to 100 contacts by id             |
 | POST /intercom/contacts/bulk          | contacts:write | items with id update, the others create     |
+| POST /intercom/contacts/bulk/delete   | contacts:write | delete up to 100 contacts by id (erasure)   |
 | GET  /intercom/contacts/bulk/{job_id} | jobs:read      | the job and its tasks                        |
 
 Each write is one batch task of a job (a new one, or `"job": {"id": ...}`
@@ -22,6 +23,7 @@ from app.db import get_conn
 from app.engine import jobs
 from app.errors import IntercomRejected, InvalidJson, JobClosed, JobNotFound
 from app.schemas.intercom import (
+    DELETE,
     JOB_PREFIX,
     TASK_PREFIX,
     UPDATE,
@@ -54,6 +56,13 @@ def bulk_update():
 def bulk_create_or_update():
     """Items with an id update (seed 002's API); the others are strict creates."""
     return submit(UPSERT)
+
+
+@bp.post("/contacts/bulk/delete")
+@require_scope("contacts:write")
+def bulk_delete():
+    """Delete contacts by id: erased (DESIGN 9) when the task applies."""
+    return submit(DELETE)
 
 
 @bp.get("/contacts/bulk/<job_id>")

@@ -249,6 +249,9 @@ INTERCOM_COMPONENTS = {
         {"type": "object", "properties": {"id": CONTACT_ID, **INTERCOM_CONTACT_FIELDS}},
         "Up to 100 items: with an id, an update (seed 002); without, a strict create, which needs an "
         "external_id or an email and fails its item when a contact holds either."),
+    "IntercomBulkDeleteRequest": intercom_request(
+        {"type": "object", "required": ["id"], "properties": {"id": CONTACT_ID}},
+        "Up to 100 contacts to erase, by id."),
     "IntercomJob": {"type": "object", "required": [
         "id", "type", "state", "created_at", "updated_at", "completed_at", "tasks", "url"], "properties": {
         "id": {"type": "string", "example": "job_1"},
@@ -309,6 +312,12 @@ def intercom_paths(spec: APISpec) -> None:
         "post": intercom_write("Create, or update by id, up to 100 contacts (Intercom-compatible)",
                                "Items without an id are strict creates; items with one update.",
                                "IntercomBulkCreateRequest")})
+    spec.path("/intercom/contacts/bulk/delete", operations={"post": intercom_write(
+        "Delete up to 100 contacts by id (Intercom-compatible)",
+        "Each contact is erased when the task applies (DESIGN 9: its links, events and stored "
+        "answers go, a tombstone enters the feed, contact.deleted is sent to an enabled webhook). "
+        "An id that names no contact fails its item; the job ends completed_with_errors.",
+        "IntercomBulkDeleteRequest")})
     spec.path("/intercom/contacts/bulk/{job_id}", operations={"get": {
         "summary": "A bulk job and its tasks (Intercom-compatible)", "tags": ["intercom"],
         "x-required-scope": "jobs:read",
