@@ -304,6 +304,27 @@ def test_field_values_map_onto_the_whole_contact(door, worker):
          [{"companyId": "6", "name": "Blue Sun"}], None)
 
 
+def test_seed_002s_post_updates_by_id_with_its_own_field_names(door, worker):
+    contact = door.native_contact(email="ann@example.com", tags={"add": ["trial"]})
+    vip, trial = door.tag("vip"), contact["tags"][0]["id"]
+    # Seed 002's POST /contacts/bulk: update by id, user_id, an integer owner_id, one company.
+    body = {"contacts": [{"id": str(contact["id"]), "user_id": "25", "phone": "+353871234567",
+                          "owner_id": 123, "unsubscribed_from_emails": True,
+                          "avatar": "https://www.example.com/avatar.png",
+                          "custom_attributes": {"plan": "pro"},
+                          "company": {"company_id": "6", "name": "Blue Sun"},
+                          "tags": {"add": [{"id": str(vip)}], "remove": [{"id": str(trial)}]}}]}
+    job = door.send("POST", BULK, body).json()
+    worker()
+    assert door.finished_job(job["id"])["state"] == "completed"
+    stored = door.contact(contact["id"])
+    keys = ("externalId", "phone", "ownerId", "optIn", "avatarUrl", "attributes", "companies", "tags")
+    assert {key: stored[key] for key in keys} == {
+        "externalId": "25", "phone": "+353871234567", "ownerId": "123", "optIn": False,
+        "avatarUrl": "https://www.example.com/avatar.png", "attributes": {"plan": "pro"},
+        "companies": [{"companyId": "6", "name": "Blue Sun"}], "tags": [{"id": vip, "name": "vip"}]}
+
+
 # -- the errors -----------------------------------------------------------------------------------
 
 NOT_AN_ARRAY = {"contacts": {"id": "1"}}
