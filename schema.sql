@@ -387,3 +387,39 @@ ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS mentions text[] NOT NULL D
 CREATE INDEX IF NOT EXISTS idempotency_keys_mentions_idx ON idempotency_keys USING gin (mentions);
 ALTER TABLE batch_task_chunks ADD COLUMN IF NOT EXISTS mentions text[] NOT NULL DEFAULT '{}';
 CREATE INDEX IF NOT EXISTS batch_task_chunks_mentions_idx ON batch_task_chunks USING gin (mentions);
+
+-- Jobs (Intercom's door, DESIGN 12): a job groups batch tasks, one per
+-- request; `"job": {"id": ...}` in a later request appends a task to it while
+-- it is open. closed_at is set, once, by the transaction that finishes the
+-- job's last unfinished task (it locks the job row first), and an append
+-- locks the same row and requires closed_at IS NULL: so a job that a reader
+-- saw finished can never reopen, and an append racing the last task either
+-- comes first (the job goes on) or is refused (403).
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    tenant_id  bigint NOT NULL REFERENCES tenants (id),
+    id         bigint GENERATED ALWAYS AS IDENTITY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    closed_at  timestamptz,
+    PRIMARY KEY (tenant_id, id)
+);
+-- What the purge scans for: closed jobs by age.
+CREATE INDEX IF NOT EXISTS batch_jobs_closed_idx ON batch_jobs (closed_at) WHERE closed_at IS NOT NULL;
+
+-- A task's job (null for a task of another door); the job's tasks go with it.
+ALTER TABLE batch_tasks ADD COLUMN IF NOT EXISTS job_id bigint;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'batch_tasks_job_fkey') THEN
+        ALTER TABLE batch_tasks ADD CONSTRAINT batch_tasks_job_fkey
+            FOREIGN KEY (tenant_id, job_id) REFERENCES batch_jobs (tenant_id, id) ON DELETE CASCADE;
+    END IF;
+END
+$$;
+CREATE INDEX IF NOT EXISTS batch_tasks_job_idx ON batch_tasks (tenant_id, job_id) WHERE job_id IS NOT NULL;
+
+-- Intercom's rows (updates by id, strict creates, deletes by id) are a third
+-- kind of task.
+ALTER TABLE batch_tasks DROP CONSTRAINT IF EXISTS batch_tasks_kind_check;
+ALTER TABLE batch_tasks ADD CONSTRAINT batch_tasks_kind_check
+    CHECK (kind IN ('contacts.bulk_update', 'inro.contacts.bulk', 'intercom.contacts.bulk'));

@@ -17,6 +17,7 @@ from app.web import (
     deletions,
     health,
     inro,
+    intercom,
     openapi,
     rate_limits,
     request_log,
@@ -44,6 +45,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(catalogues.bp)
     app.register_blueprint(batch_tasks.bp)
     app.register_blueprint(inro.bp)
+    app.register_blueprint(intercom.bp)
     openapi.init_app(app)
     cli.init_app(app)
     mcp_front.init_app(app)

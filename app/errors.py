@@ -1,14 +1,20 @@
-"""The one error envelope: every 4xx/5xx answer is built here.
+"""The error envelopes: every 4xx/5xx answer is built here.
 
 `{"success": false, "error": {"code": ..., "message": ..., "details": ...}}`
 Each class only sets a status and a stable snake_case code; messages are for
 people and may change, codes may not.
+
+Intercom's door (under /intercom, DESIGN 12) answers the same errors in
+Intercom's own envelope instead, `{"type": "error.list", "request_id",
+"errors": [{"code", "message", "field"?}]}`, with Intercom's codes where it
+has one for the error (INTERCOM_CODES), so its clients read them unchanged.
 """
 
 import logging
+import uuid
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -129,6 +135,25 @@ class DatabaseUnavailable(ApiError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class IntercomRejected(ApiError):
+    """Intercom's door: a body it does not take; `errors` are Intercom's entries
+    (field_not_found, type_mismatch, parameter_invalid), each naming its field."""
+
+    status, code = 422, "intercom_rejected"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__(errors[0]["message"])
+        self.errors = errors
+
+
+class JobNotFound(ApiError):
+    status, code = 404, "job_not_found"
+
+
+class JobClosed(ApiError):
+    status, code = 403, "forbidden"
+
+
 # Werkzeug raises these itself (routing, body limits); answer them in our envelope.
 HTTP_ERRORS: dict[int, type[ApiError]] = {
     404: NotFound,
@@ -139,8 +164,46 @@ HTTP_ERRORS: dict[int, type[ApiError]] = {
 }
 
 
+INTERCOM_PREFIX = "/intercom"
+# Our codes as Intercom names them; a code not listed keeps its own name.
+INTERCOM_CODES = {
+    "insufficient_scope": "forbidden", "tenant_mismatch": "forbidden",
+    "invalid_json": "parameter_invalid", "rate_limited": "rate_limit_exceeded",
+    "internal_error": "server_error", "database_unavailable": "service_unavailable",
+}
+INTERCOM_MESSAGES = {"unauthorized": "Access Token Invalid"}
+
+
+def intercom_error_response(error: ApiError):
+    """Render an ApiError as Intercom's error.list, with its status and headers."""
+    errors = getattr(error, "errors", None) or [{
+        "code": INTERCOM_CODES.get(error.code, error.code),
+        "message": INTERCOM_MESSAGES.get(error.code, error.message)}]
+    response = jsonify({"type": "error.list", "request_id": intercom_request_id(), "errors": errors})
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def intercom_request_id() -> str:
+    """The request's id (X-Request-Id) as Intercom shows one: a UUID when we made it."""
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    try:
+        return str(uuid.UUID(hex=request_id))
+    except ValueError:  # the client's own X-Request-Id, kept as it was sent
+        return request_id
+
+
+def is_intercom_request() -> bool:
+    path = request.path
+    return path == INTERCOM_PREFIX or path.startswith(INTERCOM_PREFIX + "/")
+
+
 def error_response(error: ApiError):
-    """Render an ApiError as the JSON envelope with its status and headers."""
+    """Render an ApiError as the JSON envelope with its status and headers
+    (Intercom's error.list under its door)."""
+    if is_intercom_request():
+        return intercom_error_response(error)
     body: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.details is not None:
         body["details"] = error.details

@@ -30,9 +30,11 @@ from typing import Any
 import psycopg
 from marshmallow import ValidationError
 
+from app.engine.erasure import delete_contacts
 from app.engine.outbox import enqueue_contact_events, wire_names
 from app.engine.reads import find_contact
 from app.engine.upsert import (
+    CONTACT_EXISTS,
     CREATED,
     FAILED,
     STALE,
@@ -46,6 +48,7 @@ from app.engine.upsert import (
 from app.schemas.contacts import KNOWN_ADDRESSES, known_address_candidates, load_row
 from app.sql import queries
 
+DELETED = "deleted"  # the outcome of a row of Intercom's bulk delete that erased its contact
 MAX_ECHOED_CHARS = 320  # a failure echoes the row's identities, not megabytes of them
 
 
@@ -114,6 +117,62 @@ def bulk_update_by_id(conn: psycopg.Connection, tenant_id: int, rows: list[dict[
             update["folders"] = {"set": [names[folder_id] for folder_id in row["folder_ids"]]}
         valid.append((index, update))
     return write_valid_rows(conn, tenant_id, rows, valid, invalid, options, exclusive=exclusive)
+
+
+def bulk_intercom(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]],
+                  options: BulkOptions, *, exclusive: bool = False) -> BulkReport:
+    """Write Intercom's rows (validated when they were submitted,
+    app/schemas/intercom.py) in the caller's transaction: `op` "update" by
+    contact id (an id that names no contact fails alone, not_found) or
+    "create" (strict: an external_id or email already held fails alone,
+    contact_exists). Tag ids become names; an id the tenant lacks is skipped
+    and the rest of the row applies, as Intercom's spec says."""
+    if rows and rows[0]["op"] == "delete":  # a request of Intercom's is all deletes or none
+        return bulk_delete_by_id(conn, tenant_id, rows)
+    names = tag_names(conn, tenant_id, rows)
+    # The rows as a failure entry echoes them (externalId, email).
+    echoed = [{"externalId": row.get("external_id"), "email": row.get("email")} for row in rows]
+    valid, invalid = [], []
+    for index, row in enumerate(rows):
+        if row["op"] == "update" and row["id"] is None:  # an id that can be no contact's ("abc123")
+            invalid.append({**row_identity(index, echoed[index]), "code": "not_found",
+                            "message": "No contact has this id."})
+            continue
+        change = {key: value for key, value in row.items() if key not in ("op", "tag_ids")}
+        if row["op"] == "create":
+            change["create_only"] = True
+        if "tag_ids" in row:
+            change["tags"] = {key: [names[tag_id] for tag_id in row["tag_ids"][key] if tag_id in names]
+                              for key in ("add", "remove")}
+        valid.append((index, change))
+    return write_valid_rows(conn, tenant_id, echoed, valid, invalid, options, exclusive=exclusive)
+
+
+def bulk_delete_by_id(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]]) -> BulkReport:
+    """Erase the tenant's contacts the rows name by id (app/engine/erasure.py),
+    in the caller's transaction: each row is `deleted`, or fails alone with
+    not_found when its id names no contact of the tenant (any more). An id
+    sent twice is erased once and both rows are `deleted`."""
+    ids = sorted({row["id"] for row in rows if row["id"] is not None})
+    deleted = set(delete_contacts(conn, tenant_id, [{"id": contact_id} for contact_id in ids]).deleted_ids)
+    outcomes, failures = [], []
+    for index, row in enumerate(rows):
+        if row["id"] in deleted:
+            outcomes.append(RowOutcome(index, DELETED, Contact(id=row["id"])))
+        else:
+            failures.append({"index": index, "externalId": None, "email": None, "code": "not_found",
+                             "message": "No contact has this id."})
+    return BulkReport(outcomes, {"totalCount": len(rows), "failures": failures})
+
+
+def tag_names(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]]) -> dict[int, str]:
+    """The name of every tag id the rows send (ids the tenant lacks are absent)."""
+    tag_ids = sorted({tag_id for row in rows for key in ("add", "remove")
+                      for tag_id in row.get("tag_ids", {}).get(key, ())})
+    if not tag_ids:
+        return {}
+    found = conn.execute(queries["select-tags-by-ids"], {"tenant_id": tenant_id, "ids": tag_ids}).fetchall()
+    return {row["id"]: row["name"] for row in found}
 
 
 def folder_names(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]]) -> dict[int, str]:
@@ -212,7 +271,8 @@ def write_batch(conn: psycopg.Connection, batch: Batch, run_workflow: bool) -> N
 
 def all_failures(rows: list[Any], invalid: list[dict], outcomes: list[RowOutcome]) -> list[dict]:
     """Invalid rows and conflicting rows together, in request order."""
-    conflicts = [conflict_failure(o, rows[o.index]) if o.conflict is not None
+    conflicts = [exists_failure(o, rows[o.index]) if o.code == CONTACT_EXISTS
+                 else conflict_failure(o, rows[o.index]) if o.conflict is not None
                  else gone_failure(o, rows[o.index]) for o in outcomes if o.status == FAILED]
     return sorted(invalid + conflicts, key=lambda failure: failure["index"])
 
@@ -245,6 +305,12 @@ def conflict_failure(outcome: RowOutcome, raw: Any) -> dict[str, Any]:
         "message": "The identities of this row (externalId, email, username) belong to different contacts.",
         "conflict": conflict_ids(outcome),
     }
+
+
+def exists_failure(outcome: RowOutcome, raw: Any) -> dict[str, Any]:
+    """The failure entry of a strict create whose externalId or email a contact holds."""
+    return {**conflict_failure(outcome, raw), "code": CONTACT_EXISTS,
+            "message": "A contact with this externalId or email exists; a strict create changes nothing."}
 
 
 def conflict_ids(outcome: RowOutcome) -> dict[str, int | None]:

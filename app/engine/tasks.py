@@ -28,6 +28,7 @@ from psycopg.types.json import Json
 from app.engine.bulk import (
     BulkOptions,
     BulkReport,
+    bulk_intercom,
     bulk_update_by_id,
     bulk_upsert,
     known_addresses,
@@ -41,7 +42,7 @@ from app.engine.upsert import CREATED, FAILED, STALE, UNCHANGED, UPDATED
 from app.sql import queries
 
 CHUNK_ROWS = 500
-NATIVE, INRO = "contacts.bulk_update", "inro.contacts.bulk"
+NATIVE, INRO, INTERCOM = "contacts.bulk_update", "inro.contacts.bulk", "intercom.contacts.bulk"
 FINISHED = ("completed", "completed_with_errors", "cancelled", "failed")
 
 
@@ -57,12 +58,13 @@ class ClaimedChunk:
 
 
 def submit_task(conn: psycopg.Connection, tenant_id: int, kind: str, rows: list[Any], *,
-                run_workflow: bool) -> int:
+                run_workflow: bool, job_id: int | None = None) -> int:
     """Store a task and its rows in chunks, in the caller's transaction; return its id.
-    A task with no rows (every Inrō identifier unknown) is completed at once."""
+    A task with no rows (every Inrō identifier unknown) is completed at once.
+    `job_id` is the job it belongs to, which the caller has locked (app/engine/jobs.py)."""
     task_id = conn.execute(queries["insert-task"], {
         "tenant_id": tenant_id, "kind": kind, "run_workflow": run_workflow,
-        "total_count": len(rows)}).fetchone()["id"]
+        "total_count": len(rows), "job_id": job_id}).fetchone()["id"]
     if not rows:
         conn.execute(queries["complete-empty-task"], {"tenant_id": tenant_id, "task_id": task_id})
         announce_completion(conn, tenant_id, task_id)
@@ -122,7 +124,18 @@ def apply_chunk(conn: psycopg.Connection, chunk: ClaimedChunk, *, give_up: bool,
         "failed": counts[FAILED]}).fetchone()["status"]
     if status in ("completed", "completed_with_errors"):
         announce_completion(conn, chunk.tenant_id, chunk.task_id)
+        close_job_if_finished(conn, chunk.tenant_id, chunk.task_id)
     return status
+
+
+def close_job_if_finished(conn: psycopg.Connection, tenant_id: int, task_id: int) -> None:
+    """A task just ended, in this transaction: if it belongs to a job (Intercom's
+    door) and that job has no unfinished task left, close the job. The job row
+    is locked first, as an append locks it (see lock-open-job), so a task
+    appended meanwhile is either seen here or refused there."""
+    job = conn.execute(queries["lock-job-of-task"], {"tenant_id": tenant_id, "task_id": task_id}).fetchone()
+    if job is not None:
+        conn.execute(queries["close-finished-job"], {"tenant_id": tenant_id, "job_id": job["id"]})
 
 
 def announce_completion(conn: psycopg.Connection, tenant_id: int, task_id: int) -> None:
@@ -138,6 +151,8 @@ def apply_rows(conn: psycopg.Connection, tenant_id: int, kind: str, rows: list[A
     native rows that a worker validated ahead (`prepare_chunk`) skip validation."""
     if kind == INRO:
         return bulk_update_by_id(conn, tenant_id, rows, options, exclusive=exclusive)
+    if kind == INTERCOM:
+        return bulk_intercom(conn, tenant_id, rows, options, exclusive=exclusive)
     if prepared is not None:
         valid = [(index, row) for index, row in prepared["valid"]]
         return write_valid_rows(conn, tenant_id, rows, valid, prepared["invalid"], options,
@@ -247,7 +262,8 @@ def cancel_task(conn: psycopg.Connection, tenant_id: int, task_id: int) -> dict[
     the task, or None when the tenant has no such task."""
     key = {"tenant_id": tenant_id, "task_id": task_id}
     conn.execute(queries["skip-pending-chunks"], key)
-    conn.execute(queries["cancel-task"], key)
+    if conn.execute(queries["cancel-task"], key).rowcount:
+        close_job_if_finished(conn, tenant_id, task_id)
     return find_task(conn, tenant_id, task_id)
 
 

@@ -54,6 +54,9 @@ from app.sql import queries
 
 CREATED, UPDATED, UNCHANGED, FAILED = "created", "updated", "unchanged", "failed"
 STALE = "stale"  # older than what the contact last received (sourceUpdatedAt): not applied
+# A row with `create_only` (Intercom's strict create) whose identity is
+# already held fails with this code instead of updating the holder.
+CONTACT_EXISTS = "contact_exists"
 
 # A row's identities, in the order they match (DESIGN 4.3 and 8).
 IDENTITIES = ("external_id", "email", "username")
@@ -131,6 +134,7 @@ class RowOutcome:
     contact: Contact | None = None
     conflict: Conflict | None = None
     changed: frozenset[str] = frozenset()  # what this row changed (engine names), for an updated row
+    code: str | None = None  # a failure's own code (CONTACT_EXISTS) when neither of the above says it
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -192,7 +196,9 @@ class Batch:
         """Match one row (DESIGN 4.3: externalId, then email, then username) and
         apply it, or report its conflict. A row with an `id` (an update by id,
         as Inrō's door sends) updates that contact only: it never creates one,
-        and its identities are values to set, held by nobody else."""
+        and its identities are values to set, held by nobody else. A row with
+        `create_only` (Intercom's strict create) only creates: an identity of
+        it that a contact holds fails it."""
         # Plain loops, not generator expressions: this runs for every row.
         holders: dict[str, Contact | None] = {}
         first_holder = None
@@ -208,6 +214,12 @@ class Batch:
                 return RowOutcome(index, FAILED)
         else:
             contact = first_holder
+            if contact is not None and row.get("create_only"):
+                # Strict create: the holder may be stored or made by an
+                # earlier row of this batch; either way nothing is changed.
+                return RowOutcome(index, FAILED, conflict=Conflict(
+                    holders.get("external_id"), holders.get("email"), holders.get("username")),
+                    code=CONTACT_EXISTS)
         if contact is None:
             contact = Contact(id=None, created_by_index=index)
             self.contacts.append(contact)

@@ -634,9 +634,11 @@ class ConflictSchema(Schema):
 
 
 # invalid_contact and identity_conflict on every door; a batch task of
-# updates by id (Inrō's door) adds not_found and unknown_folder, and
-# internal_error for rows of a chunk that could not be applied.
-FAILURE_CODES = ["invalid_contact", "identity_conflict", "not_found", "unknown_folder", "internal_error"]
+# updates by id (Inrō's door) adds not_found and unknown_folder, Intercom's
+# strict create contact_exists, and internal_error for rows of a chunk that
+# could not be applied.
+FAILURE_CODES = ["invalid_contact", "identity_conflict", "not_found", "unknown_folder", "contact_exists",
+                 "internal_error"]
 
 
 class FailureSchema(Schema):

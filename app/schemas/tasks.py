@@ -6,7 +6,8 @@ from app.schemas.contacts import FAILURE_CODES, ConflictSchema
 
 MAX_TASK_PAGE = 1000
 TASK_STATUSES = ["pending", "running", "completed", "completed_with_errors", "cancelled", "failed"]
-OUTCOME_STATUSES = ["created", "updated", "unchanged", "stale", "failed", "skipped"]
+# deleted: a row of Intercom's bulk delete (DESIGN 12) that erased its contact.
+OUTCOME_STATUSES = ["created", "updated", "unchanged", "stale", "failed", "skipped", "deleted"]
 
 
 class TaskPageQuerySchema(Schema):
@@ -24,7 +25,8 @@ class BatchTaskSchema(Schema):
 
     id = fields.Integer(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(["contacts.bulk_update",
-                                                                  "inro.contacts.bulk"]))
+                                                                  "inro.contacts.bulk",
+                                                                  "intercom.contacts.bulk"]))
     status = fields.String(required=True, validate=validate.OneOf(TASK_STATUSES))
     total_count = fields.Integer(data_key="totalCount", required=True)
     processed_count = fields.Integer(data_key="processedCount", required=True)

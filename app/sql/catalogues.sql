@@ -159,3 +159,10 @@ LIMIT %(limit)s;
 SELECT id, name
 FROM folders
 WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)b::bigint[]);
+
+-- name: select-tags-by-ids
+-- The tenant's tags among these ids (Intercom's tags by id): an id of another
+-- tenant's tag is not found, like an unknown one, and is skipped.
+SELECT id, name
+FROM tags
+WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)b::bigint[]);

@@ -1,9 +1,10 @@
 -- Batch tasks (DESIGN 10): submission, claims, applying a chunk, reading, cancelling, purging.
 
 -- name: insert-task
--- A new task, in the submitting request's transaction (its chunks follow).
-INSERT INTO batch_tasks (tenant_id, kind, run_workflow, total_count)
-VALUES (%(tenant_id)s, %(kind)s, %(run_workflow)s, %(total_count)s)
+-- A new task, in the submitting request's transaction (its chunks follow);
+-- job_id is the job it belongs to (Intercom's door), else null.
+INSERT INTO batch_tasks (tenant_id, kind, run_workflow, total_count, job_id)
+VALUES (%(tenant_id)s, %(kind)s, %(run_workflow)s, %(total_count)s, %(job_id)s)
 RETURNING id;
 
 -- name: insert-task-chunks

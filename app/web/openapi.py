@@ -190,6 +190,143 @@ def deletion_paths(spec: APISpec) -> None:
         "responses": {200: deleted, **error_responses(401, 403, 404, 409, 422, 429, 503)}}})
 
 
+# Intercom's door (DESIGN 12), in Intercom's own shapes (its OpenAPI's
+# bulk_*_contacts_request, contacts_bulk_job and error). Fields it does not
+# list are ignored, so the request schemas allow any other property.
+INTERCOM_VERSION_HEADER = {
+    "in": "header", "name": "Intercom-Version", "required": False, "schema": {"type": "string"},
+    "description": "Accepted whatever its value, or absent; nothing depends on it."}
+STRING_OR_INTEGER = {"type": ["string", "integer"]}
+INTERCOM_TAG_REFS = {"type": "array", "items": {
+    "type": "object", "required": ["id"], "properties": {"id": {
+        **STRING_OR_INTEGER,
+        "description": "A tag id of the tenant (GET /tags); an unknown one is skipped."}}}}
+INTERCOM_COMPANY = {"type": "object", "required": ["company_id"], "properties": {
+    "company_id": {**STRING_OR_INTEGER, "description": "The client's companyId (1-255 characters)."},
+    "name": {"type": ["string", "null"], "maxLength": 255},
+    "remove": {"type": "boolean", "description": "Detach the company instead of attaching it."}}}
+INTERCOM_CONTACT_FIELDS = {
+    "external_id": {"type": "string", "minLength": 1, "maxLength": 255, "description": "externalId."},
+    "user_id": {"type": "string", "minLength": 1, "maxLength": 255,
+                "description": "Seed 002's name for external_id."},
+    "email": {"type": "string", "maxLength": 254},
+    "name": {"type": ["string", "null"], "maxLength": 255},
+    "phone": {"type": ["string", "null"], "maxLength": 32},
+    "avatar": {"description": "avatarUrl: an http(s) URL, or {image_url: URL}; null clears it.",
+               "oneOf": [{"type": ["string", "null"], "maxLength": 2048},
+                         {"type": "object", "required": ["image_url"],
+                          "properties": {"image_url": {"type": ["string", "null"], "maxLength": 2048}}}]},
+    "owner_id": {"type": ["string", "integer", "null"],
+                 "description": "ownerId; an integer is taken as its decimal string."},
+    "unsubscribed_from_emails": {"type": ["boolean", "null"], "description": "optIn, negated."},
+    "language_override": {"type": ["string", "null"], "maxLength": 35, "description": "locale."},
+    "custom_attributes": {"type": "object", "description": "attributes, merged key by key."},
+    "companies": {"type": "array", "maxItems": 100, "items": INTERCOM_COMPANY},
+    "company": {**INTERCOM_COMPANY, "description": "Seed 002: one company, as an entry of companies."},
+    "tags": {"type": "object", "properties": {"add": INTERCOM_TAG_REFS, "remove": INTERCOM_TAG_REFS}},
+}
+INTERCOM_JOB_REF = {"type": "object", "required": ["id"], "description": "Append to this open job.",
+                    "properties": {"id": {"type": "string", "example": "job_1"}}}
+CONTACT_ID = {**STRING_OR_INTEGER, "description": "Our contact id (\"17\" or 17); an id that names no "
+                                                  "contact fails its item and the job ends "
+                                                  "completed_with_errors."}
+
+
+def intercom_request(item: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["contacts"], "description": description, "properties": {
+        "contacts": {"type": "array", "minItems": 1, "maxItems": 100, "items": item},
+        "job": INTERCOM_JOB_REF}}
+
+
+INTERCOM_TIME = {"type": "integer", "description": "Unix seconds."}
+INTERCOM_OPTIONAL_TIME = {"type": ["integer", "null"], "description": "Unix seconds; null until then."}
+INTERCOM_STATES = ["pending", "running", "completed", "completed_with_errors"]
+INTERCOM_COMPONENTS = {
+    "IntercomBulkUpdateRequest": intercom_request(
+        {"type": "object", "required": ["id"], "properties": {"id": CONTACT_ID, **INTERCOM_CONTACT_FIELDS}},
+        "Up to 100 updates by id."),
+    "IntercomBulkCreateRequest": intercom_request(
+        {"type": "object", "properties": {"id": CONTACT_ID, **INTERCOM_CONTACT_FIELDS}},
+        "Up to 100 items: with an id, an update (seed 002); without, a strict create, which needs an "
+        "external_id or an email and fails its item when a contact holds either."),
+    "IntercomBulkDeleteRequest": intercom_request(
+        {"type": "object", "required": ["id"], "properties": {"id": CONTACT_ID}},
+        "Up to 100 contacts to erase, by id."),
+    "IntercomJob": {"type": "object", "required": [
+        "id", "type", "state", "created_at", "updated_at", "completed_at", "tasks", "url"], "properties": {
+        "id": {"type": "string", "example": "job_1"},
+        "type": {"type": "string", "enum": ["contacts.bulk.job"]},
+        "state": {"type": "string", "enum": INTERCOM_STATES}, "created_at": INTERCOM_TIME,
+        "updated_at": INTERCOM_TIME, "completed_at": INTERCOM_OPTIONAL_TIME,
+        "tasks": {"type": "array", "items": {"type": "object", "required": [
+            "id", "item_count", "state", "created_at", "started_at", "completed_at"], "properties": {
+            "id": {"type": "string", "example": "task_1"}, "item_count": {"type": "integer"},
+            "state": {"type": "string", "enum": INTERCOM_STATES}, "created_at": INTERCOM_TIME,
+            "started_at": INTERCOM_OPTIONAL_TIME, "completed_at": INTERCOM_OPTIONAL_TIME}}},
+        "url": {"type": "string", "format": "uri"}}},
+    "IntercomErrorList": {"type": "object", "required": ["type", "request_id", "errors"], "properties": {
+        "type": {"type": "string", "enum": ["error.list"]}, "request_id": {"type": "string"},
+        "errors": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"},
+                "field": {"type": "string", "description": "The field at fault, as contacts[3].email."}}}}}},
+}
+INTERCOM_ERRORS = {
+    400: "parameter_invalid: the body is not valid JSON.",
+    401: "unauthorized (Access Token Invalid): the bearer token is missing, malformed, unknown or revoked.",
+    403: "forbidden: the job is closed for new task updates, the token lacks the scope, or X-Tenant-Id "
+         "names another tenant.",
+    404: "job_not_found: no job of the tenant has this id.",
+    409: "idempotency_key_in_progress.",
+    413: "payload_too_large.",
+    415: "unsupported_media_type: send application/json.",
+    422: "field_not_found, type_mismatch or parameter_invalid, one entry per problem, each naming its "
+         "field; or idempotency_key_reused. Nothing was queued.",
+    429: "rate_limit_exceeded: retry after Retry-After seconds.",
+    503: "service_unavailable: the database is unavailable; retry after Retry-After seconds.",
+}
+
+
+def intercom_errors(*statuses: int) -> dict[int, Any]:
+    return {status: json_body("IntercomErrorList", INTERCOM_ERRORS[status]) for status in statuses}
+
+
+def intercom_write(summary: str, description: str, body: str) -> dict[str, Any]:
+    """A write of Intercom's door: 202 with the job."""
+    return {"summary": summary, "description": description, "tags": ["intercom"],
+            "x-required-scope": "contacts:write",
+            "parameters": [INTERCOM_VERSION_HEADER, TENANT_HEADER, IDEMPOTENCY_HEADER],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {202: json_body("IntercomJob", "Queued as one task of the job."),
+                          **intercom_errors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}}
+
+
+def intercom_paths(spec: APISpec) -> None:
+    """Intercom's door (DESIGN 12) under /intercom."""
+    for name, component in INTERCOM_COMPONENTS.items():
+        spec.components.schema(name, component=component)
+    spec.path("/intercom/contacts/bulk", operations={
+        "put": intercom_write("Update up to 100 contacts by id (Intercom-compatible)",
+                              "Applied in the background as one task of a new job, or of the open job "
+                              "named by job.id.", "IntercomBulkUpdateRequest"),
+        "post": intercom_write("Create, or update by id, up to 100 contacts (Intercom-compatible)",
+                               "Items without an id are strict creates; items with one update.",
+                               "IntercomBulkCreateRequest")})
+    spec.path("/intercom/contacts/bulk/delete", operations={"post": intercom_write(
+        "Delete up to 100 contacts by id (Intercom-compatible)",
+        "Each contact is erased when the task applies (DESIGN 9: its links, events and stored "
+        "answers go, a tombstone enters the feed, contact.deleted is sent to an enabled webhook). "
+        "An id that names no contact fails its item; the job ends completed_with_errors.",
+        "IntercomBulkDeleteRequest")})
+    spec.path("/intercom/contacts/bulk/{job_id}", operations={"get": {
+        "summary": "A bulk job and its tasks (Intercom-compatible)", "tags": ["intercom"],
+        "x-required-scope": "jobs:read",
+        "parameters": [{"in": "path", "name": "job_id", "required": True, "schema": {"type": "string"}},
+                       INTERCOM_VERSION_HEADER, TENANT_HEADER],
+        "responses": {200: json_body("IntercomJob", "The job."),
+                      **intercom_errors(401, 403, 404, 429, 503)}}})
+
+
 def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
     """The whole document, as a dict, with this configuration's row limits."""
     marshmallow = MarshmallowPlugin()
@@ -291,6 +428,7 @@ def build_spec(bulk_max: int, autosend_max: int) -> dict[str, Any]:
     spec.path("/companies", operations={
         "get": catalogue_page_operation("The tenant's companies", "CompanyPageResponse")})
     task_paths(spec)
+    intercom_paths(spec)
     public = {"security": [], "tags": ["service"]}
     spec.path("/health", operations={"get": {
         **public, "summary": "The process is up",

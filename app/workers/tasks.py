@@ -17,6 +17,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.db import run_in_transaction
+from app.engine.jobs import purge_closed_jobs
 from app.engine.tasks import ClaimedChunk, apply_chunk, claim_chunk, prepare_chunk, purge_finished_tasks
 from app.workers import runner
 
@@ -80,5 +81,7 @@ def purge(pool: ConnectionPool, settings: TaskSettings) -> None:
         with pool.connection() as conn:
             while (deleted := purge_finished_tasks(conn, settings.retention_days)) > 0:
                 log.info("purged %d batch tasks older than %d days", deleted, settings.retention_days)
+            while (deleted := purge_closed_jobs(conn, settings.retention_days)) > 0:
+                log.info("purged %d jobs older than %d days", deleted, settings.retention_days)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         log.warning("task purge skipped, database unavailable: %s", type(exc).__name__)
