@@ -480,6 +480,24 @@ class ContactUpsertSchema(ContactRowSchema):
         "description": "Say what the upsert would do (status, changedFields); write nothing."})
 
 
+def check_one_identifier(original: Any, names: tuple[str, ...]) -> None:
+    """An entry of a by-identifier door names its contact by exactly one of `names`."""
+    if isinstance(original, dict) and sum(name in original for name in names) != 1:
+        listed = ", ".join(names[:-1]) + f" or {names[-1]}"
+        raise ValidationError(f"Send exactly one of {listed}.", "_schema")
+
+
+def load_each(schema: Schema, entries: list[Any]) -> tuple[list[dict], dict[str, Any]]:
+    """Every entry loaded, and the problems of the bad ones by index (as a string key)."""
+    loaded, problems = [], {}
+    for index, entry in enumerate(entries):
+        try:
+            loaded.append(schema.load(entry))
+        except ValidationError as exc:
+            problems[str(index)] = exc.messages
+    return loaded, problems
+
+
 class ContactList(fields.Field):
     """The `contacts` array; rows are validated one by one afterwards, so that
     each row's errors can be reported under its own index."""

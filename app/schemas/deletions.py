@@ -9,9 +9,16 @@ the same value finds.
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, fields, validate, validates_schema
 
-from app.schemas.contacts import ContactList, EmailAddress, Identifier, Username
+from app.schemas.contacts import (
+    ContactList,
+    EmailAddress,
+    Identifier,
+    Username,
+    check_one_identifier,
+    load_each,
+)
 
 MAX_ENTRIES = 1000
 MAX_ID = 2 ** 63 - 1  # ids are bigint
@@ -31,11 +38,7 @@ class DeleteEntrySchema(Schema):
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def one_identifier(self, data: dict, original: Any, **kwargs: Any) -> None:
-        if not isinstance(original, dict):
-            return
-        sent = [name for name in DELETE_IDENTIFIERS if name in original]
-        if len(sent) != 1:
-            raise ValidationError("Send exactly one of id, externalId, email or username.", "_schema")
+        check_one_identifier(original, DELETE_IDENTIFIERS)
 
 
 class BulkDeleteRequestSchema(Schema):
@@ -67,10 +70,4 @@ bulk_delete_request_schema = BulkDeleteRequestSchema()
 
 def load_entries(entries: list[Any]) -> tuple[list[dict], dict[str, Any]]:
     """Every entry loaded, and the problems of the bad ones by index (as a string key)."""
-    loaded, problems = [], {}
-    for index, entry in enumerate(entries):
-        try:
-            loaded.append(delete_entry_schema.load(entry))
-        except ValidationError as exc:
-            problems[str(index)] = exc.messages
-    return loaded, problems
+    return load_each(delete_entry_schema, entries)

@@ -9,7 +9,7 @@ the same field rules as the native door.
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import RAISE, Schema, fields, post_load, validate, validates_schema
 
 from app.schemas.contacts import (
     ATTRIBUTES_DOC,
@@ -26,6 +26,8 @@ from app.schemas.contacts import (
     SourceTime,
     Text,
     Username,
+    check_one_identifier,
+    load_each,
     optional_text,
 )
 
@@ -78,11 +80,7 @@ class InroEntrySchema(Schema):
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def one_identifier(self, data: dict, original: Any, **kwargs: Any) -> None:
-        if not isinstance(original, dict):
-            return
-        sent = [name for name in INRO_IDENTIFIERS if name in original]
-        if len(sent) != 1:
-            raise ValidationError("Send exactly one of id, username or email.", "_schema")
+        check_one_identifier(original, INRO_IDENTIFIERS)
 
 
 class InroBulkRequestSchema(Schema):
@@ -102,10 +100,4 @@ inro_bulk_request_schema = InroBulkRequestSchema()
 
 def load_entries(entries: list[Any]) -> tuple[list[dict], dict[str, Any]]:
     """Every entry loaded, and the problems of the bad ones by index (as a string key)."""
-    loaded, problems = [], {}
-    for index, entry in enumerate(entries):
-        try:
-            loaded.append(inro_entry_schema.load(entry))
-        except ValidationError as exc:
-            problems[str(index)] = exc.messages
-    return loaded, problems
+    return load_each(inro_entry_schema, entries)

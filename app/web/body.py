@@ -6,11 +6,13 @@ numbers included, each with a reason in our words.
 """
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, request
+from marshmallow import Schema, ValidationError
 
-from app.errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType
+from app.errors import BatchSize, InvalidJson, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 
 def read_body(max_bytes: int | None = None) -> bytes:
@@ -54,3 +56,23 @@ def json_error_reason(exc: Exception) -> str:
     if isinstance(exc, NonStandardConstant):
         return str(exc)
     return "A number in the JSON has too many digits."  # Python's 4300-digit limit
+
+
+def load_entry_request(raw: bytes, envelope: Schema, load_entries: Callable[[list[Any]], tuple[list, dict]],
+                       max_entries: int, nothing_done: str) -> tuple[list[Any], list[dict]]:
+    """A by-identifier door's body, `{"contacts": [...]}`: the entries as sent and
+    as loaded. 400 invalid_request (naming every bad entry by index under
+    details.contacts) or batch_size; `nothing_done` ends the message ("nothing
+    was queued")."""
+    try:
+        sent = envelope.load(parse_json(raw))["contacts"]
+    except ValidationError as exc:
+        raise InvalidRequest(details=exc.messages) from None
+    if not 1 <= len(sent) <= max_entries:
+        raise BatchSize(f"Send between 1 and {max_entries} contacts per request.",
+                        details={"min": 1, "max": max_entries, "received": len(sent)})
+    entries, problems = load_entries(sent)
+    if problems:
+        raise InvalidRequest(f"Some entries are not of the documented shape; {nothing_done}.",
+                             details={"contacts": problems})
+    return sent, entries

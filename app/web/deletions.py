@@ -12,13 +12,12 @@ from typing import Any
 
 import psycopg
 from flask import Blueprint, g
-from marshmallow import ValidationError
 
 from app.auth import require_scope
 from app.engine.erasure import delete_contacts
-from app.errors import BatchSize, InvalidRequest, NotFound
+from app.errors import NotFound
 from app.schemas.deletions import MAX_ENTRIES, MAX_ID, bulk_delete_request_schema, load_entries
-from app.web.body import parse_json, read_body
+from app.web.body import load_entry_request, read_body
 from app.web.writes import idempotency_of_request, replay_if_answered, run_write
 
 bp = Blueprint("deletions", __name__)
@@ -77,17 +76,8 @@ def bulk_delete():
     idempotency = idempotency_of_request(raw)
     if idempotency is not None and (replay := replay_if_answered(idempotency)) is not None:
         return replay
-    try:
-        sent = bulk_delete_request_schema.load(parse_json(raw))["contacts"]
-    except ValidationError as exc:
-        raise InvalidRequest(details=exc.messages) from None
-    if not 1 <= len(sent) <= MAX_ENTRIES:
-        raise BatchSize(f"Send between 1 and {MAX_ENTRIES} contacts per request.",
-                        details={"min": 1, "max": MAX_ENTRIES, "received": len(sent)})
-    entries, problems = load_entries(sent)
-    if problems:
-        raise InvalidRequest("Some entries are not of the documented shape; nothing was deleted.",
-                             details={"contacts": problems})
+    sent, entries = load_entry_request(raw, bulk_delete_request_schema, load_entries, MAX_ENTRIES,
+                                       "nothing was deleted")
     tenant_id = g.principal.tenant_id
 
     def work(conn: psycopg.Connection, _attempt: int) -> tuple[dict, int]:

@@ -10,15 +10,14 @@ Answers are Inrō's bare objects (no success/data envelope); errors are ours.
 
 import psycopg
 from flask import Blueprint, g
-from marshmallow import ValidationError
 
 from app.auth import require_scope
 from app.db import get_conn
 from app.engine.tasks import find_task, list_tasks
 from app.engine.updates import inro_task_view, queue_updates
-from app.errors import BatchSize, InvalidRequest, NotFound
+from app.errors import NotFound
 from app.schemas.inro import MAX_ENTRIES, inro_bulk_request_schema, load_entries
-from app.web.body import parse_json, read_body
+from app.web.body import load_entry_request, read_body
 from app.web.writes import idempotency_of_request, replay_if_answered, run_write
 
 bp = Blueprint("inro", __name__, url_prefix="/api/v1")
@@ -35,17 +34,8 @@ def bulk_update():
     idempotency = idempotency_of_request(raw)
     if idempotency is not None and (replay := replay_if_answered(idempotency)) is not None:
         return replay
-    try:
-        sent = inro_bulk_request_schema.load(parse_json(raw))["contacts"]
-    except ValidationError as exc:
-        raise InvalidRequest(details=exc.messages) from None
-    if not 1 <= len(sent) <= MAX_ENTRIES:
-        raise BatchSize(f"Send between 1 and {MAX_ENTRIES} contacts per request.",
-                        details={"min": 1, "max": MAX_ENTRIES, "received": len(sent)})
-    entries, problems = load_entries(sent)
-    if problems:
-        raise InvalidRequest("Some entries are not of the documented shape; nothing was queued.",
-                             details={"contacts": problems})
+    sent, entries = load_entry_request(raw, inro_bulk_request_schema, load_entries, MAX_ENTRIES,
+                                       "nothing was queued")
     tenant_id = g.principal.tenant_id
 
     def work(conn: psycopg.Connection, _attempt: int) -> tuple[dict, int]:
