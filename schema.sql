@@ -379,10 +379,11 @@ $$;
 
 -- Which contacts a stored answer speaks of: 'id:17', 'email:a@b.c',
 -- 'externalId:crm-1', 'username:jane', for every contact id and identity
--- the answer carries (a contact, results, a failure's echo of what was
--- sent). Erasing a contact forgets, in the same transaction, every
--- Idempotency-Key answer and every batch task outcome that names it, so no
--- stored answer keeps its email after it is gone.
+-- the answer carries (a contact, a failure's echo of what was sent); for a
+-- pending chunk, what its rows name. Erasing a contact blanks, in the same
+-- transaction, every Idempotency-Key answer and batch task outcome that
+-- names it and drops the pending rows that do, so nothing the service keeps
+-- holds its email after it is gone.
 ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS mentions text[] NOT NULL DEFAULT '{}';
 CREATE INDEX IF NOT EXISTS idempotency_keys_mentions_idx ON idempotency_keys USING gin (mentions);
 ALTER TABLE batch_task_chunks ADD COLUMN IF NOT EXISTS mentions text[] NOT NULL DEFAULT '{}';
@@ -423,3 +424,12 @@ CREATE INDEX IF NOT EXISTS batch_tasks_job_idx ON batch_tasks (tenant_id, job_id
 ALTER TABLE batch_tasks DROP CONSTRAINT IF EXISTS batch_tasks_kind_check;
 ALTER TABLE batch_tasks ADD CONSTRAINT batch_tasks_kind_check
     CHECK (kind IN ('contacts.bulk_update', 'inro.contacts.bulk', 'intercom.contacts.bulk'));
+
+-- A pending chunk's rows that named a contact erased before they were
+-- applied (DESIGN 9): replaced by null in rows, their indexes kept here, and
+-- reported as failed (contact_erased) when the chunk applies, so a queued
+-- write cannot bring back, or keep, what was erased.
+ALTER TABLE batch_task_chunks ADD COLUMN IF NOT EXISTS erased_indexes integer[] NOT NULL DEFAULT '{}';
+
+-- Rows of Intercom's bulk delete that erased their contact.
+ALTER TABLE batch_tasks ADD COLUMN IF NOT EXISTS deleted_count integer NOT NULL DEFAULT 0;

@@ -8,11 +8,14 @@ import threading
 import time
 from datetime import datetime
 
+import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from app.db import pool_of
-from app.engine.erasure import mentions_of, purge_tombstones
+from app.engine.erasure import ERASED_ANSWER, answer_to_keep, mentions_of, purge_tombstones
+from app.engine.idempotency import StoredAnswer, store_answer
 from app.engine.outbox import iso_timestamp
 from app.workers.dispatcher import DispatchSettings, dispatch_one, purge
 from tests.support import auth_headers, drain, post_bulk, stored_contacts, stored_events
@@ -116,6 +119,7 @@ def test_autosend_deletes_by_id_and_by_user_id(client, headers, db, tenant):
     response = client.delete("/v1/contacts/email/userId/user%202/x", headers=headers)
     assert (response.status_code, response.get_json()) == (200, deleted)
     for path in (f"/v1/contacts/{by_id}", "/v1/contacts/abc123", "/v1/contacts/email/userId/u1",
+                 "/v1/contacts/email/userId/%00", "/v1/contacts/email/userId/a%00b",
                  "/v1/contacts/99999999999999999999999"):
         response = client.delete(path, headers=headers)
         assert (response.status_code, response.get_json()["error"]["code"]) == (404, "not_found"), path
@@ -248,26 +252,86 @@ def test_erasure_leaves_no_copy_of_the_contact_anywhere(app, client, headers, db
         headers={**everything, "Prefer": "respond-async"})
     assert task.status_code == 202
     drain(app)
+    # Writes queued and not applied yet: a native row by email, Inrō's and Intercom's by id.
+    queued = [client.post("/contacts/bulk-update", headers={**everything, "Prefer": "respond-async"},
+                          json={"contacts": [{"email": PERSONAL["email"], "name": "Queued-Name-q1"},
+                                             {"externalId": "other-2"}]}),
+              client.put("/api/v1/contacts/bulk", headers=everything, json={"contacts": [
+                  {"id": contact_id, "contact": {"name": "Queued-Name-q2"}}]}),
+              client.put("/intercom/contacts/bulk", headers=everything, json={"contacts": [
+                  {"id": str(contact_id), "name": "Queued-Name-q3"}]})]
+    assert [response.status_code for response in queued] == [202, 202, 202]
+    values = [*PERSONAL.values(), SECRET_ATTRIBUTE, "Queued-Name-q1", "Queued-Name-q2", "Queued-Name-q3"]
     # The search finds every copy before (it would find one left behind) ...
-    before = rows_holding(db, [*PERSONAL.values(), SECRET_ATTRIBUTE])
+    before = rows_holding(db, values)
     assert {"contacts", "webhook_events", "idempotency_keys", "batch_task_chunks"} <= set(before)
+    assert before["batch_task_chunks"] == 4  # an applied chunk's echo, and three pending chunks
 
     assert client.delete(f"/contacts/{contact_id}", headers=everything).status_code == 204
 
     # ... and none after, while the other contact and the task's other outcomes stay.
-    assert rows_holding(db, [*PERSONAL.values(), SECRET_ATTRIBUTE]) == {}
+    assert rows_holding(db, values) == {}
     assert [c["external_id"] for c in stored_contacts(db, tenant["id"])] == ["other"]
     outcomes = client.get(f"/batch-tasks/{task.get_json()['data']['id']}/results", headers=everything)
     assert [(o["status"], o.get("email")) for o in outcomes.get_json()["data"]] == [
         ("failed", None), ("created", None)]
     assert db.execute("SELECT count(*) AS n FROM contact_companies").fetchone()["n"] == 0
     assert db.execute("SELECT count(*) AS n FROM companies").fetchone()["n"] == 1  # the catalogue stays
-    # A key whose answer was forgotten runs again rather than replaying the contact.
+    # The queued rows that named the contact are dropped when they apply: it does not come back.
+    drain(app)
+    assert rows_holding(db, values) == {}
+    assert [c["external_id"] for c in stored_contacts(db, tenant["id"])] == ["other", "other-2"]
+    native = client.get(f"/batch-tasks/{queued[0].get_json()['data']['id']}", headers=everything).get_json()
+    assert (native["data"]["status"], native["data"]["failedCount"], native["data"]["createdCount"]) == (
+        "completed_with_errors", 1, 1)
+    first = client.get(f"/batch-tasks/{queued[0].get_json()['data']['id']}/results", headers=everything)
+    assert first.get_json()["data"][0]["code"] == "contact_erased"
+    inro = client.get(f"/api/v1/batch_tasks/{queued[1].get_json()['batch_task_id']}", headers=everything)
+    assert (inro.get_json()["status"], inro.get_json()["failed_count"]) == ("completed_with_errors", 1)
+    job = client.get(f"/intercom/contacts/bulk/{queued[2].get_json()['id']}", headers=everything)
+    assert job.get_json()["state"] == "completed_with_errors"
+    # A key whose answer showed the contact still replays (nothing is applied
+    # twice), with nothing of the contact in it.
     again = client.post("/contacts", json={**contact, "runWorkflow": True},
                         headers={**everything, "Idempotency-Key": "single"})
-    assert again.status_code == 201
-    assert again.headers.get("Idempotent-Replayed") is None
-    assert again.get_json()["data"]["contact"]["id"] != contact_id
+    assert (again.status_code, again.headers.get("Idempotent-Replayed")) == (201, "true")
+    assert "contact" not in again.get_json() and again.get_json()["erased"]
+    assert [c["external_id"] for c in stored_contacts(db, tenant["id"])] == ["other", "other-2"]
+
+
+def test_an_answer_stored_as_its_contact_is_erased_shows_none_of_it(app, client, headers, db, tenant):
+    """A write that changed nothing takes no lock, so an erasure may commit
+    while it stores its Idempotency-Key answer: the answer stored then
+    holds nothing of the contact."""
+    [contact_id] = seed(client, headers, [{"externalId": "race", "email": "race@example.com"}])
+    writer = psycopg.connect(app.config["RESOLVED_DATABASE_URL"], row_factory=dict_row)
+    try:
+        # The writer read the contact (unchanged) before the erasure ...
+        assert client.delete(f"/contacts/{contact_id}", headers=headers).status_code == 204
+        # ... and stores its answer, showing it, after it committed.
+        body = json.dumps({"data": {"contact": {"id": contact_id, "email": "race@example.com"}}}).encode()
+        with writer.transaction():
+            kept, mentions = answer_to_keep(writer, tenant["id"], body, mentions_of(json.loads(body)))
+        assert (kept, mentions) == (ERASED_ANSWER, [])
+        # Stored first: the erasure waits for the answer's transaction, then blanks it.
+        [other] = seed(client, headers, [{"externalId": "kept", "email": "kept@example.com"}])
+        body = json.dumps({"data": {"contact": {"id": other, "email": "kept@example.com"}}}).encode()
+        deleted: list[int] = []
+        with writer.transaction():
+            kept, mentions = answer_to_keep(writer, tenant["id"], body, mentions_of(json.loads(body)))
+            assert kept == body
+            store_answer(writer, tenant["id"], "k-race", StoredAnswer(b"f", 200, kept, tuple(mentions)), 60)
+            eraser = threading.Thread(target=lambda: deleted.append(
+                app.test_client().delete(f"/contacts/{other}", headers=headers).status_code))
+            eraser.start()
+            time.sleep(0.5)
+            assert eraser.is_alive()  # waiting for the answer's lock
+        eraser.join(timeout=30)
+        assert deleted == [204]
+        [stored] = db.execute("SELECT body, mentions FROM idempotency_keys WHERE key = 'k-race'").fetchall()
+        assert (bytes(stored["body"]), stored["mentions"]) == (ERASED_ANSWER, [])
+    finally:
+        writer.close()
 
 
 def test_mentions_name_identities_and_contacts_not_bare_outcomes():

@@ -557,6 +557,9 @@ def test_bulk_delete_erases_by_id_and_an_unknown_id_ends_the_job_with_errors(doo
     assert done["state"] == "completed_with_errors"
     assert [(r["status"], r.get("code")) for r in door.results(done)] == \
         [("deleted", None), ("deleted", None), ("failed", "not_found")]
+    task_id = done["tasks"][0]["id"].removeprefix("task_")
+    task = door.send("GET", f"/batch-tasks/{task_id}").json()["data"]
+    assert (task["processedCount"], task["deletedCount"], task["failedCount"]) == (3, 2, 1)  # they add up
     assert door.send("GET", f"/contacts/{ann['id']}").status_code == 404
     assert door.contact(kept["id"])["email"] == "kept@example.com"
     feed = door.send("GET", "/contacts", params={"cursor": since}).json()["data"]

@@ -26,6 +26,7 @@ import psycopg
 from psycopg.types.json import Json
 
 from app.engine.bulk import (
+    DELETED,
     BulkOptions,
     BulkReport,
     bulk_intercom,
@@ -36,7 +37,7 @@ from app.engine.bulk import (
     validate_rows,
     write_valid_rows,
 )
-from app.engine.erasure import mentions_of
+from app.engine.erasure import mentions_of, row_mentions
 from app.engine.outbox import enqueue_task_event, iso_timestamp
 from app.engine.upsert import CREATED, FAILED, STALE, UNCHANGED, UPDATED
 from app.sql import queries
@@ -77,6 +78,7 @@ def submit_task(conn: psycopg.Connection, tenant_id: int, kind: str, rows: list[
         # ASCII escapes and the non-standard Infinity: every value a body can
         # parse to comes back from json.loads as it was, valid or not.
         "rows": [json.dumps(rows[start:start + CHUNK_ROWS]) for start in starts],
+        "mentions": [Json(row_mentions(rows[start:start + CHUNK_ROWS])) for start in starts],
     })
     return task_id
 
@@ -107,25 +109,45 @@ def apply_chunk(conn: psycopg.Connection, chunk: ClaimedChunk, *, give_up: bool,
                      "message": "This row could not be applied; send it again."}
                     for i in range(held["row_count"])]
     else:
-        report = apply_rows(conn, chunk.tenant_id, held["kind"], json.loads(held["rows"]), held["prepared"],
-                            BulkOptions(run_workflow=held["run_workflow"], return_results=True),
-                            exclusive=exclusive)
-        outcomes = row_outcomes(report)
+        outcomes = chunk_outcomes(conn, chunk.tenant_id, held, exclusive=exclusive)
     for outcome in outcomes:
         outcome["index"] += held["first_index"]
     conn.execute(queries["mark-chunk-done"], {**key, "results": Json(outcomes),
                                               "mentions": mentions_of(outcomes)})
     counts = {status: sum(1 for o in outcomes if o["status"] == status)
-              for status in (CREATED, UPDATED, UNCHANGED, STALE, FAILED)}
+              for status in (CREATED, UPDATED, UNCHANGED, STALE, DELETED, FAILED)}
     status = conn.execute(queries["count-chunk-outcomes"], {
         "tenant_id": chunk.tenant_id, "task_id": chunk.task_id, "processed": len(outcomes),
         "created": counts[CREATED], "updated": counts[UPDATED],
-        "unchanged": counts[UNCHANGED], "stale": counts[STALE],
+        "unchanged": counts[UNCHANGED], "stale": counts[STALE], "deleted": counts[DELETED],
         "failed": counts[FAILED]}).fetchone()["status"]
     if status in ("completed", "completed_with_errors"):
         announce_completion(conn, chunk.tenant_id, chunk.task_id)
         close_job_if_finished(conn, chunk.tenant_id, chunk.task_id)
     return status
+
+
+def chunk_outcomes(conn: psycopg.Connection, tenant_id: int, held: dict[str, Any], *,
+                   exclusive: bool) -> list[dict[str, Any]]:
+    """Apply a held chunk's rows; every row's outcome, by its index in the chunk.
+    Rows an erasure dropped (app/engine/erasure.py) are not applied: they fail
+    with contact_erased, and the others are validated again."""
+    rows, erased = json.loads(held["rows"]), set(held["erased_indexes"])
+    options = BulkOptions(run_workflow=held["run_workflow"], return_results=True)
+    if not erased:
+        return row_outcomes(apply_rows(conn, tenant_id, held["kind"], rows, held["prepared"], options,
+                                       exclusive=exclusive))
+    kept = [index for index in range(len(rows)) if index not in erased]
+    outcomes = [{"index": index, "id": None, "status": FAILED, "code": "contact_erased",
+                 "message": "The contact this row names was deleted after the row was sent; "
+                            "the row was dropped with it."} for index in range(len(rows))]
+    if kept:
+        applied = apply_rows(conn, tenant_id, held["kind"], [rows[index] for index in kept], None, options,
+                             exclusive=exclusive)
+        for outcome in row_outcomes(applied):
+            outcome["index"] = kept[outcome["index"]]
+            outcomes[outcome["index"]] = outcome
+    return outcomes
 
 
 def close_job_if_finished(conn: psycopg.Connection, tenant_id: int, task_id: int) -> None:
@@ -209,7 +231,7 @@ def task_view(task: dict[str, Any]) -> dict[str, Any]:
         "totalCount": task["total_count"], "processedCount": task["processed_count"],
         "createdCount": task["created_count"], "updatedCount": task["updated_count"],
         "unchangedCount": task["unchanged_count"], "failedCount": task["failed_count"],
-        "staleCount": task["stale_count"],
+        "staleCount": task["stale_count"], "deletedCount": task["deleted_count"],
         "progressPercentage": task["progress_percentage"],
         "estimatedCompletionTime": iso_or_none(task["estimated_completion_time"]),
         "createdAt": iso_or_none(task["created_at"]), "startedAt": iso_or_none(task["started_at"]),

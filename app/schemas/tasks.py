@@ -35,6 +35,8 @@ class BatchTaskSchema(Schema):
     unchanged_count = fields.Integer(data_key="unchangedCount", required=True)
     failed_count = fields.Integer(data_key="failedCount", required=True)
     stale_count = fields.Integer(data_key="staleCount", required=True)
+    deleted_count = fields.Integer(data_key="deletedCount", required=True, metadata={
+        "description": "Rows of a bulk delete (Intercom's door) that erased their contact."})
     progress_percentage = fields.Integer(data_key="progressPercentage", required=True)
     estimated_completion_time = fields.String(data_key="estimatedCompletionTime", required=True,
                                               allow_none=True, metadata={"format": "date-time"})

@@ -11,10 +11,13 @@ RETURNING id;
 -- A task's chunks in one statement, from parallel arrays; position follows
 -- the order of the arrays, so the chunks apply in the order sent. Binary
 -- parameters: a text array literal would escape every quote of the JSON.
-INSERT INTO batch_task_chunks (tenant_id, task_id, seq, first_index, row_count, rows)
-SELECT %(tenant_id)s, %(task_id)s, c.seq, c.first_index, c.row_count, c.rows
+-- mentions are what each chunk's rows name (app/engine/erasure.py), one json
+-- array per chunk (unnest would flatten an array of arrays).
+INSERT INTO batch_task_chunks (tenant_id, task_id, seq, first_index, row_count, rows, mentions)
+SELECT %(tenant_id)s, %(task_id)s, c.seq, c.first_index, c.row_count, c.rows,
+       ARRAY(SELECT json_array_elements_text(c.mentions))
 FROM unnest(%(seqs)b::integer[], %(first_indexes)b::integer[], %(row_counts)b::integer[],
-            %(rows)b::text[]) AS c (seq, first_index, row_count, rows)
+            %(rows)b::text[], %(mentions)b::json[]) AS c (seq, first_index, row_count, rows, mentions)
 ORDER BY c.seq;
 
 -- name: complete-empty-task
@@ -67,7 +70,7 @@ SELECT tenant_id, task_id, seq, attempts FROM claimed;
 -- claimed by this worker (its lease_id: a later claim replaces it), locked
 -- until commit. No row: another worker claimed it since (or the task was
 -- cancelled), and this worker must not apply it.
-SELECT c.first_index, c.row_count, c.rows, c.prepared, t.kind, t.run_workflow
+SELECT c.first_index, c.row_count, c.rows, c.prepared, c.erased_indexes, t.kind, t.run_workflow
 FROM batch_task_chunks AS c
 JOIN batch_tasks AS t ON t.tenant_id = c.tenant_id AND t.id = c.task_id
 WHERE c.tenant_id = %(tenant_id)s AND c.task_id = %(task_id)s AND c.seq = %(seq)s
@@ -94,6 +97,7 @@ SET processed_count = processed_count + %(processed)s,
     unchanged_count = unchanged_count + %(unchanged)s,
     failed_count = failed_count + %(failed)s,
     stale_count = stale_count + %(stale)s,
+    deleted_count = deleted_count + %(deleted)s,
     status = CASE
         WHEN status = 'cancelled' THEN status
         WHEN processed_count + %(processed)s < total_count THEN 'running'
@@ -122,23 +126,26 @@ LIMIT 1;
 
 -- name: store-prepared-rows
 -- A chunk's rows as validation left them: the valid ones with their index,
--- and the failures; unless it was applied, cancelled or prepared meanwhile.
+-- and the failures; unless it was applied, cancelled or prepared meanwhile,
+-- or an erasure dropped some of its rows (the rows read may hold them).
 UPDATE batch_task_chunks
 SET prepared = %(prepared)s
 WHERE tenant_id = %(tenant_id)s AND task_id = %(task_id)s AND seq = %(seq)s AND state = 'pending'
-  AND prepared IS NULL;
+  AND prepared IS NULL AND erased_indexes = '{}';
 
 -- name: select-task
 -- One task, as every door shows it (one indexed read: what a poll costs).
 SELECT id, kind, status, total_count, processed_count, created_count, updated_count,
-       unchanged_count, failed_count, stale_count, created_at, started_at, completed_at, now() AS read_at
+       unchanged_count, failed_count, stale_count, deleted_count, created_at, started_at, completed_at,
+       now() AS read_at
 FROM batch_tasks
 WHERE tenant_id = %(tenant_id)s AND id = %(task_id)s;
 
 -- name: select-tasks
 -- A page of the tenant's tasks, newest first, after the cursor's id (if any).
 SELECT id, kind, status, total_count, processed_count, created_count, updated_count,
-       unchanged_count, failed_count, stale_count, created_at, started_at, completed_at, now() AS read_at
+       unchanged_count, failed_count, stale_count, deleted_count, created_at, started_at, completed_at,
+       now() AS read_at
 FROM batch_tasks
 WHERE tenant_id = %(tenant_id)s AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC

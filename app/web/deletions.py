@@ -16,6 +16,7 @@ from flask import Blueprint, g
 from app.auth import require_scope
 from app.engine.erasure import delete_contacts
 from app.errors import NotFound
+from app.schemas.contacts import FORBIDDEN_CHARS
 from app.schemas.deletions import MAX_ENTRIES, MAX_ID, bulk_delete_request_schema, load_entries
 from app.web.body import load_entry_request, read_body
 from app.web.writes import idempotency_of_request, replay_if_answered, run_write
@@ -48,7 +49,7 @@ def autosend_delete_contact(contact_id: str):
 def autosend_delete_by_user_id(user_id: str):
     """AutoSend's delete by userId, our externalId (trimmed, as stored)."""
     external_id = user_id.strip()
-    if not 1 <= len(external_id) <= 255:
+    if not 1 <= len(external_id) <= 255 or FORBIDDEN_CHARS.search(external_id):  # no contact's userId
         raise NotFound("No contact has this userId.")
     return delete_one({"external_id": external_id}, answer=AUTOSEND_DELETED, status=200)
 

@@ -15,7 +15,7 @@ import psycopg
 from flask import Response, current_app, g, request
 
 from app.db import get_conn, run_in_transaction, run_read_only
-from app.engine.erasure import mentions_of
+from app.engine.erasure import answer_to_keep, mentions_of
 from app.engine.idempotency import (
     MAX_KEY_LENGTH,
     StoredAnswer,
@@ -94,9 +94,11 @@ def run_write(work: Callable[[psycopg.Connection, int], tuple[dict | None, int]]
         response = Response(status=status) if body is None else current_app.json.response(body)
         response.status_code = status
         if idempotency is not None:
+            # A contact the answer shows may be erased while this commits:
+            # the stored answer then holds none of it (app/engine/erasure.py).
+            kept, mentions = answer_to_keep(conn, tenant_id, response.get_data(), mentions_of(body))
             store_answer(conn, tenant_id, idempotency.key,
-                         StoredAnswer(idempotency.fingerprint, status, response.get_data(),
-                                      tuple(mentions_of(body))),
+                         StoredAnswer(idempotency.fingerprint, status, kept, tuple(mentions)),
                          current_app.config["IDEMPOTENCY_TTL_SECONDS"])
         return response
 
