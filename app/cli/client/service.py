@@ -107,6 +107,7 @@ class Service:
                 wait = retry_after(response) or backoff(attempt)
             if attempt == self.retries:
                 raise ServiceError(f"{problem} (gave up after {self.retries + 1} attempts)")
+            click.echo(f"{problem}; retrying in {wait:.1f} s", err=True)
             if self.stopping.wait(wait):
                 raise Interrupted()
         raise AssertionError("unreachable")
