@@ -45,7 +45,10 @@ from app.cli.client.statefile import StateError, read_state, remove_state, write
 
 BULK_PATH = "/contacts/bulk-update"
 BATCH_SIZE = 1000
-IN_FLIGHT = 2
+IN_FLIGHT = 2  # requests at once: the pool's threads
+# Batches prepared ahead and queued for the pool: while the oldest answer is
+# awaited and recorded, the next ones are ready, so both threads stay busy.
+AHEAD = 4
 STATE_SUFFIX = ".contactsync-state.json"
 KEY_PREFIX = "csimport-"
 DRY_RUN_SHOWN = 20  # failures a dry run prints; the count says how many more
@@ -319,7 +322,8 @@ class Run:
             self.shown += 1
 
     def go(self) -> None:
-        """Send every batch not yet acknowledged, at most IN_FLIGHT at once, answers in order."""
+        """Send every batch not yet acknowledged, at most IN_FLIGHT at once and AHEAD queued,
+        taking the answers in batch order."""
         errors = None
         if not self.dry_run:
             length = self.resume()
@@ -336,7 +340,7 @@ class Run:
                 prepared = prepare(batch, self.plan)
                 future = pool.submit(self.send, prepared) if prepared.contacts else None
                 pending.append((prepared, future))
-                if len(pending) >= IN_FLIGHT:
+                while len(pending) > AHEAD or (pending and answered(pending[0])):
                     self.take(pending.popleft(), errors, progress)
             while pending:
                 self.take(pending.popleft(), errors, progress)
@@ -372,6 +376,11 @@ class Run:
         elif c.failed:
             text += f"; the failed rows, with an error column, are in {errors_path_of(self.path)}"
         return text
+
+
+def answered(item: tuple[Prepared, Future | None]) -> bool:
+    """Is this batch's answer in (or was there nothing to send)?"""
+    return item[1] is None or item[1].done()
 
 
 def options_fingerprint(plan: Plan, batch_size: int, run_workflow: bool) -> str:
