@@ -266,8 +266,10 @@ class Run:
             answer = self.service.request("POST", BULK_PATH, body=body, headers=headers)
         except ServiceError as exc:
             first, last = prepared.batch.rows[0][0], prepared.batch.rows[-1][0]
+            hint = (" (try a smaller --batch-size)" if exc.code in ("payload_too_large", "batch_size")
+                    else "")
             raise ServiceError(f"batch {prepared.batch.number + 1} (lines {first}-{last}): "
-                               f"{exc.message}", exc.code) from None
+                               f"{exc.message}{hint}", exc.code) from None
         return answer["data"]
 
     def resume(self) -> int:
@@ -410,7 +412,11 @@ def import_command(file: Path, mappings: tuple[str, ...], ignored: tuple[str, ..
     the exit status is 1 when any row failed. See docs/command.md.
     """
     service = Service(url, token, retries)
-    scanned = scan(file)
+    try:
+        scanned = scan(file)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted while reading the file; nothing was sent.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     try:
         plan = build_plan(scanned.header, mappings, ignored)
     except MappingError as exc:
