@@ -106,6 +106,10 @@ def export_command(fmt: str, state_path: Path | None, output: Path | None, updat
     if state is not None and state.get("format") != fmt:
         raise StateError(f"{state_path} belongs to a --format {state.get('format')} export: use that, "
                          "or another state file.")
+    target = str(output.resolve()) if output else None
+    if state is not None and state.get("output") != target:
+        raise StateError(f"{state_path} belongs to an export to {state.get('output') or 'stdout'}: "
+                         "use that --output, or another state file.")
     params: dict[str, Any] = {"limit": PAGE_SIZE}
     if state is not None:
         params["cursor"] = state["cursor"]
@@ -136,12 +140,15 @@ def export_command(fmt: str, state_path: Path | None, output: Path | None, updat
             params = {"limit": PAGE_SIZE, "cursor": page["nextCursor"]}
             if state_path is not None:
                 write_state(state_path, {"version": 1, "format": fmt, "cursor": page["nextCursor"],
-                                         "output": str(output) if output else None,
+                                         "output": target,
                                          "outputBytes": out.tell() if output is not None else 0,
                                          "rows": rows + written})
             progress.advance(len(page["data"]))
             if not page["hasMore"]:
                 break
+    except BrokenPipeError:  # `contactsync export | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_INTERRUPTED)
     except (KeyboardInterrupt, Interrupted):
         progress.close(finished=False)
         click.echo("\nInterrupted" + (f": run the same command again to continue from {state_path}."

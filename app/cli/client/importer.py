@@ -251,10 +251,12 @@ class Run:
 
     @property
     def state_path(self) -> Path:
+        """Where this import records its progress."""
         return state_path_of(self.path)
 
     @property
     def total_batches(self) -> int:
+        """How many batches the file makes."""
         return -(-self.scanned.rows // self.batch_size)
 
     def send(self, prepared: Prepared) -> dict[str, Any]:
@@ -284,11 +286,15 @@ class Run:
             raise StateError(f"the interrupted import recorded in {self.state_path} used other "
                              "--map/--ignore/--batch-size/--run-workflow options: run it with the same "
                              "ones, or delete that file to start over.")
-        self.done = int(state["batchesDone"])
-        self.counts = Counts(**state["counts"])
+        try:
+            self.done = int(state["batchesDone"])
+            self.counts = Counts(**state["counts"])
+            length = int(state["errorsBytes"])
+        except (KeyError, TypeError, ValueError):
+            raise StateError(f"{self.state_path} is damaged: delete it to start over.") from None
         click.echo(f"Resuming: {self.done} of {self.total_batches} batches were acknowledged "
                    f"by an earlier run ({self.state_path.name}).", err=True)
-        return int(state["errorsBytes"])
+        return length
 
     def save(self, errors: ErrorsFile) -> None:
         """Record the acknowledged batches, atomically."""
@@ -361,6 +367,7 @@ class Run:
 
     def take(self, item: tuple[Prepared, Future | None], errors: ErrorsFile | None,
              progress: Progress) -> None:
+        """Wait for the oldest batch's answer and acknowledge it."""
         prepared, future = item
         self.acknowledge(prepared, None if future is None else future.result(), errors, progress)
 
