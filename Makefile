@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP) ## Create .venv and install contactsync with its pinned dependencies
 
 run: $(STAMP) ## Serve on HOST:PORT (127.0.0.1:8000); embedded PostgreSQL unless DATABASE_URL is set
-	$(BIN)/flask --app app serve
+	$(BIN)/contactsync serve
 
 test: $(STAMP) ## Run the whole suite (TEST_DATABASE_URL, else an embedded PostgreSQL)
 	$(BIN)/pytest

@@ -11,6 +11,7 @@ Phases, all in one run so that they share machine, database and data:
    pre-validated rows) from 2 threads, same shapes, fresh keys; all of it
    in 3 interleaved rounds, so that the machine's drift is shared fairly;
 4. batch tasks: 100,000 rows with one and two task workers (bench/tasks.py);
+   `contactsync import` of a 100,000-row CSV, end to end (bench/command.py);
 5. the naive row-by-row baseline; the in-process CPU profiles (mixed, resync);
 6. what the change feed's index costs the engine (bench/feed_index.py);
 7. the table, the target checks, bench/results/*.json and *.png.
@@ -35,6 +36,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from bench.command import format_import, measure_import
 from bench.drive import BenchError, Result, run_parallel, warm_up
 from bench.feed_index import format_feed_index_cost, measure_feed_index_cost
 from bench.floor import engine_sender, naive_sender
@@ -184,8 +186,8 @@ def git_commit() -> str | None:
 
 
 def collect(database: Database, service: dict[str, Result], floor: dict[str, Result], naive: Result,
-            tasks: dict[str, Any], profile: dict[str, Any], feed_index: dict[str, Any], started: float,
-            stamp: str) -> dict[str, Any]:
+            tasks: dict[str, Any], command_import: dict[str, Any], profile: dict[str, Any],
+            feed_index: dict[str, Any], started: float, stamp: str) -> dict[str, Any]:
     """Everything the report prints and the JSON file keeps."""
     results: dict[str, Any] = {
         "timestamp": stamp,
@@ -200,6 +202,7 @@ def collect(database: Database, service: dict[str, Result], floor: dict[str, Res
         "speedup_over_naive": {"floor": round(floor["mixed-1000"].rate / naive.rate, 1),
                                "service": round(service["mixed-1000"].rate / naive.rate, 1)},
         "tasks": tasks,
+        "command_import": command_import,
         "profile": profile,
         "feed_index_cost": feed_index,
     }
@@ -222,6 +225,7 @@ def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
             "floor": {s: floor_way(conns, tenants, s) for s in SCENARIOS}})
         service, floor = results["service"], results["floor"]
         tasks = measure_tasks(gunicorn.base_url, database.url, tenants, RESULTS_DIR / "tasks.log", log)
+        command_import = measure_import(gunicorn.base_url, tenants, log)
         gunicorn.stop()  # idle from here on; the rest runs in this process
         naive = run_naive(conns, tenants)
     finally:
@@ -234,7 +238,8 @@ def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
         profile[scenario] = profile_service(database, tenants, scenario)
     log("measuring the feed index's cost on two scratch databases")
     feed_index = measure_feed_index_cost(database.url, log)
-    return collect(database, service, floor, naive, tasks, profile, feed_index, started, stamp)
+    return collect(database, service, floor, naive, tasks, command_import, profile, feed_index, started,
+                   stamp)
 
 
 def main() -> int:
@@ -260,6 +265,7 @@ def main() -> int:
     print(format_table(results))
     print()
     print(format_tasks(results["tasks"], results["service"]["mixed-1000"]["contacts_per_s"]))
+    print(format_import(results["command_import"], results["service"]["mixed-1000"]["contacts_per_s"]))
     print(format_feed_index_cost(results["feed_index_cost"]))
     print()
     for profile in results["profile"].values():

@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app app init-db | tenants | tokens | workflows | tasks`.
+"""Operator commands: `contactsync init-db | tenants | tokens | workflows | tasks` (or `flask --app app`).
 
 Every command prints its errors to stderr and exits non-zero on failure.
 """

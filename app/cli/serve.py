@@ -1,4 +1,4 @@
-"""`flask --app app serve`: everything a user needs, started and stopped as one.
+"""`contactsync serve` (or `flask --app app serve`): everything a user needs, started and stopped as one.
 
 Applies the schema, creates the demo tenant on a new database, then runs
 gunicorn, the webhook dispatcher, the batch-task worker and the MCP server
@@ -42,7 +42,7 @@ def print_welcome(base_url: str, mcp_url: str, token: str | None) -> None:
     click.echo(f"\ncontactsync serves on {base_url}, and MCP for agents on {mcp_url}")
     if token is None:
         scopes = " ".join(f"--scope {scope}" for scope in DEMO_SCOPES)
-        click.echo(f"Create a token with: .venv/bin/flask --app app tokens create demo {scopes}\n")
+        click.echo(f"Create a token with: .venv/bin/contactsync tokens create demo {scopes}\n")
         return
     body = '{"contacts": [{"externalId": "crm-1", "email": "Alice@Example.com", "firstName": "Alice"}]}'
     click.echo(f"Tenant '{DEMO_SLUG}' created. Its token (shown once): {token}\nTry:\n")
@@ -50,6 +50,8 @@ def print_welcome(base_url: str, mcp_url: str, token: str | None) -> None:
                f"    -H 'Authorization: Bearer {token}' \\\n"
                f"    -H 'Content-Type: application/json' \\\n"
                f"    -d {shlex.quote(body)}\n")
+    click.echo(f"Or import a CSV export (docs/command.md):\n\n"
+               f"  .venv/bin/contactsync import contacts.csv --url {base_url} --token {token}\n")
     click.echo("An MCP client (Claude Desktop, Cursor, ...) connects with this configuration:\n")
     click.echo(json.dumps(mcp_client_configuration(mcp_url, token), indent=2) + "\n")
 
