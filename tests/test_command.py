@@ -11,11 +11,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
+from psycopg.rows import dict_row
 
+from app.db import apply_schema
+from app.engine.tokens import create_token
 from app.sql import queries
-from tests.server import free_port, running_gunicorn
+from tests.server import RestartablePostgres, free_port, running_gunicorn
 
 COMMAND = Path(sys.executable).parent / "contactsync"
 EXTRA_HEADERS = ["External ID", "E-mail", "First Name", "Opt In", "Plan", "Seats (licensed)"]
@@ -324,3 +328,34 @@ def test_the_operator_commands_are_the_apps(app, database_url, db):
                              text=True, env=env, timeout=60)
     assert created.returncode == 0, created.stderr
     assert db.execute("SELECT count(*) AS n FROM tenants WHERE slug = 'initech'").fetchone()["n"] == 1
+
+
+def test_a_database_outage_is_waited_out_and_every_row_lands_once(tmp_path):
+    """PostgreSQL shut down (immediate, like a crash) for 3 s under an import:
+    the service answers 503 with Retry-After, or drops connections, the
+    command retries with the same Idempotency-Keys, and every row lands once."""
+    postgres = RestartablePostgres(tmp_path)
+    try:
+        with psycopg.connect(postgres.url, autocommit=True, row_factory=dict_row) as conn:
+            apply_schema(conn)
+            tenant = conn.execute(queries["insert-tenant"], {"slug": "outage", "name": "outage"}).fetchone()
+            token, _ = create_token(conn, tenant["id"], ["contacts:read", "contacts:write"])
+        path = write_csv(tmp_path / "outage.csv", EXTRA_HEADERS, crm_rows(4000))
+        with running_gunicorn(postgres.url) as url:
+            command = subprocess.Popen([str(COMMAND), "import", str(path), "--url", url,
+                                        "--token", token.secret, "--batch-size", "100", "--retries", "20"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.0)  # some batches in
+            postgres.shut_down("immediate")
+            time.sleep(3.0)
+            postgres.start()
+            out, err = command.communicate(timeout=180)
+        assert command.returncode == 0, err
+        assert "retrying" in err  # the outage was seen, and waited out
+        assert "4,000 created, 0 updated, 0 unchanged, 0 failed" in out  # replays keep first answers
+        with psycopg.connect(postgres.url, row_factory=dict_row) as conn:
+            counts = conn.execute(
+                "SELECT count(*) AS n, count(DISTINCT external_id) AS d FROM contacts").fetchone()
+            assert (counts["n"], counts["d"]) == (4000, 4000)
+    finally:
+        postgres.remove()
