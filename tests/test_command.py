@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -359,3 +361,62 @@ def test_a_database_outage_is_waited_out_and_every_row_lands_once(tmp_path):
             assert (counts["n"], counts["d"]) == (4000, 4000)
     finally:
         postgres.remove()
+
+
+class CountingProxy:
+    """A real HTTP proxy on 127.0.0.1 in front of the service that counts the
+    requests it holds at once (each held a little, so that overlaps show)."""
+
+    def __init__(self, upstream: str, hold_s: float = 0.05) -> None:
+        self.upstream, self.hold_s = upstream, hold_s
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                with proxy.lock:
+                    proxy.in_flight += 1
+                    proxy.most_in_flight = max(proxy.most_in_flight, proxy.in_flight)
+                try:
+                    time.sleep(proxy.hold_s)
+                    body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    headers = {k: v for k, v in self.headers.items()
+                               if k.lower() not in ("host", "content-length")}
+                    answer = requests.request(self.command, proxy.upstream + self.path, data=body,
+                                              headers=headers, timeout=60)
+                finally:
+                    with proxy.lock:
+                        proxy.in_flight -= 1
+                self.send_response(answer.status_code)
+                for name in ("Content-Type", "Retry-After"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_at_most_two_requests_are_in_flight(server, tenant, token, db, tmp_path):
+    path = write_csv(tmp_path / "paced.csv", EXTRA_HEADERS, crm_rows(3000))
+    proxy = CountingProxy(server)
+    try:
+        result = contactsync("import", path, "--url", proxy.url, "--token", token, "--batch-size", "100")
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stderr
+    assert proxy.most_in_flight == 2  # both used, never more
+    assert count_contacts(db, tenant["id"]) == 3000
