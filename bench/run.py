@@ -4,7 +4,8 @@ baseline, CPU profiles.
 Phases, all in one run so that they share machine, database and data:
 
 1. database (DATABASE_URL, else embedded under .data/bench), schema, 200k
-   seeded contacts in tenants bench-0..bench-9, one token per tenant;
+   seeded contacts in tenants bench-0..bench-9 (SCALE=2m: 2,000,000, in an
+   embedded cluster of its own that later runs reuse), one token per tenant;
 2. gunicorn (2 sync workers) on a free 127.0.0.1 port;
 3. per scenario (mixed-1000, mixed-100, resync-1000, relations-1000: mixed
    rows that also add 2 tags and set 1 company): the service from 2
@@ -46,7 +47,9 @@ from bench.profile import format_profile, profile_service
 from bench.report import RESULTS_DIR, format_table, targets, write_results
 from bench.seed import (
     CONTACTS_PER_TENANT,
+    EMBEDDED_DATA_DIR,
     ROOT,
+    SCALE,
     TENANT_COUNT,
     Database,
     Tenant,
@@ -187,7 +190,7 @@ def run_naive(conns: list[psycopg.Connection], tenants: list[Tenant]) -> Result:
 def describe_database(database: Database) -> str:
     """Where the data lives, without any password."""
     if database.embedded:
-        return "embedded (.data/bench)"
+        return f"embedded ({EMBEDDED_DATA_DIR.relative_to(ROOT)})"
     info = conninfo_to_dict(database.url)
     return " ".join(["DATABASE_URL"] + [f"{k}={info[k]}" for k in ("host", "port", "dbname") if k in info])
 
@@ -211,7 +214,7 @@ def collect(database: Database, service: dict[str, Result], engine: dict[str, Re
         "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "postgres": server_version(database), "database": describe_database(database),
                         "git_commit": git_commit(), "gunicorn_workers": WORKERS, "client_threads": THREADS},
-        "seed": {"tenants": TENANT_COUNT, "contacts": TENANT_COUNT * CONTACTS_PER_TENANT},
+        "seed": {"scale": SCALE, "tenants": TENANT_COUNT, "contacts": TENANT_COUNT * CONTACTS_PER_TENANT},
         "service": {name: r.summary() for name, r in service.items()},
         "engine_sql": {name: r.summary() for name, r in engine.items()},
         "floor": {name: r.summary() for name, r in floor.items()},
