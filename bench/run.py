@@ -1,15 +1,19 @@
-"""`make bench`: the service end to end, the engine floor, a naive baseline, CPU profiles.
+"""`make bench`: the service end to end, the engine's SQL, the one-statement floor, a naive
+baseline, CPU profiles.
 
 Phases, all in one run so that they share machine, database and data:
 
 1. database (DATABASE_URL, else embedded under .data/bench), schema, 200k
-   seeded contacts in tenants bench-0..bench-9, one token per tenant;
+   seeded contacts in tenants bench-0..bench-9 (SCALE=2m: 2,000,000, in an
+   embedded cluster of its own that later runs reuse), one token per tenant;
 2. gunicorn (2 sync workers) on a free 127.0.0.1 port;
 3. per scenario (mixed-1000, mixed-100, resync-1000, relations-1000: mixed
    rows that also add 2 tags and set 1 company): the service from 2
-   client threads, then the floor (app.engine.upsert.upsert_contacts on
-   pre-validated rows) from 2 threads, same shapes, fresh keys; all of it
-   in 3 interleaved rounds, so that the machine's drift is shared fairly;
+   client threads, then the engine's SQL (app.engine.upsert.upsert_contacts
+   on pre-validated rows) from 2 threads, then the floor (one statement per
+   batch, bench/onestatement.py) from 2 threads, same shapes, each way with
+   its own new keys; all of it in 3 interleaved rounds, so that the
+   machine's drift is shared fairly;
 4. batch tasks: 100,000 rows with one and two task workers (bench/tasks.py);
    `contactsync import` of a 100,000-row CSV, end to end (bench/command.py);
 5. the naive row-by-row baseline; the in-process CPU profiles (mixed, resync);
@@ -40,11 +44,14 @@ from bench.command import format_import, measure_import
 from bench.drive import BenchError, Result, run_parallel, warm_up
 from bench.feed_index import format_feed_index_cost, measure_feed_index_cost
 from bench.floor import engine_sender, naive_sender
+from bench.onestatement import one_statement_sender
 from bench.profile import format_profile, profile_service
 from bench.report import RESULTS_DIR, format_table, targets, write_results
 from bench.seed import (
     CONTACTS_PER_TENANT,
+    EMBEDDED_DATA_DIR,
     ROOT,
+    SCALE,
     TENANT_COUNT,
     Database,
     Tenant,
@@ -61,7 +68,8 @@ from bench.workload import SCENARIOS, THREADS, Batch, Workload
 # 2-core machine (the floor, faster, takes less): re-sync batches are quicker,
 # so there are more of them, or that scenario's figure rests on the fewest
 # seconds and swings most. TIME_LIMIT_S cuts a scenario short on a slower or
-# busy machine. The floor runs the same counts: same shapes, same rows.
+# busy machine. The engine's SQL and the floor run the same counts: same
+# shapes, same rows.
 # They are sent in ROUNDS rounds, each a third of every scenario (run_rounds).
 REQUESTS_PER_THREAD = {"mixed-1000": 180, "mixed-100": 999, "resync-1000": 399, "relations-1000": 150}
 ROUNDS = 3
@@ -98,15 +106,15 @@ def frozen_gc() -> Iterator[None]:
 
 @dataclass
 class Way:
-    """One way of writing a scenario (the service or the floor): a workload and
-    a sender per client thread, kept from round to round so that new keys stay
-    new and the floor's threads keep their connections."""
+    """One way of writing a scenario (the service, the engine's SQL or the
+    floor): a workload and a sender per client thread, kept from round to
+    round so that new keys stay new and the direct ways keep their connections."""
 
-    kind: str  # "service" or "floor"
+    kind: str  # "service", "engine" or "floor"
     scenario: str
     workloads: list[Workload]
     senders: list[Sender]
-    encode: bool  # the service takes JSON bodies, the floor validated rows
+    encode: bool  # the service takes JSON bodies, the direct ways validated rows
 
     @property
     def name(self) -> str:
@@ -127,10 +135,23 @@ def service_way(base_url: str, tenants: list[Tenant], scenario: str) -> Way:
                [http_sender(base_url, tenants, scenario) for _ in range(THREADS)], encode=True)
 
 
-def floor_way(conns: list[psycopg.Connection], tenants: list[Tenant], scenario: str) -> Way:
-    """Straight into the engine, one connection per thread."""
-    return Way("floor", scenario, [Workload(t, f"floor-{scenario}") for t in range(THREADS)],
+def engine_way(conns: list[psycopg.Connection], tenants: list[Tenant], scenario: str) -> Way:
+    """Straight into the engine (its SQL and its Python), one connection per thread."""
+    return Way("engine", scenario, [Workload(t, f"floor-{scenario}") for t in range(THREADS)],
                [engine_sender(conn, tenants, scenario) for conn in conns], encode=False)
+
+
+def floor_way(conns: list[psycopg.Connection], tenants: list[Tenant], scenario: str) -> Way:
+    """One statement per batch (DESIGN 6's floor), one connection per thread.
+
+    Same tenants, same stored rows and the same shapes as the other ways,
+    its own new keys: the contacts it creates are new to it, its updates
+    carry revisions nobody sent before, and the contacts it re-syncs it
+    leaves as they are, so it works on what is in effect a copy of the same
+    data and leaves the service's next rows as the service expects them.
+    """
+    return Way("floor", scenario, [Workload(t, f"one-{scenario}") for t in range(THREADS)],
+               [one_statement_sender(conn, tenants, scenario) for conn in conns], encode=False)
 
 
 def run_rounds(ways: dict[str, dict[str, Way]]) -> dict[str, dict[str, Result]]:
@@ -138,7 +159,7 @@ def run_rounds(ways: dict[str, dict[str, Way]]) -> dict[str, dict[str, Result]]:
 
     The machine's speed drifts over a run (on a shared 2-core VM by 20% and
     more within minutes); one block per scenario would put that drift into
-    the ratios between scenarios, and between service and floor.
+    the ratios between scenarios, and between the service and the floors.
     """
     results = {kind: {scenario: Result(way.name) for scenario, way in by_scenario.items()}
                for kind, by_scenario in ways.items()}
@@ -171,7 +192,7 @@ def run_naive(conns: list[psycopg.Connection], tenants: list[Tenant]) -> Result:
 def describe_database(database: Database) -> str:
     """Where the data lives, without any password."""
     if database.embedded:
-        return "embedded (.data/bench)"
+        return f"embedded ({EMBEDDED_DATA_DIR.relative_to(ROOT)})"
     info = conninfo_to_dict(database.url)
     return " ".join(["DATABASE_URL"] + [f"{k}={info[k]}" for k in ("host", "port", "dbname") if k in info])
 
@@ -185,21 +206,29 @@ def git_commit() -> str | None:
         return None
 
 
-def collect(database: Database, service: dict[str, Result], floor: dict[str, Result], naive: Result,
-            tasks: dict[str, Any], command_import: dict[str, Any], profile: dict[str, Any],
-            feed_index: dict[str, Any], started: float, stamp: str) -> dict[str, Any]:
+def collect(database: Database, service: dict[str, Result], engine: dict[str, Result],
+            floor: dict[str, Result], naive: Result, tasks: dict[str, Any], command_import: dict[str, Any],
+            profile: dict[str, Any], feed_index: dict[str, Any], started: float,
+            stamp: str) -> dict[str, Any]:
     """Everything the report prints and the JSON file keeps."""
     results: dict[str, Any] = {
         "timestamp": stamp,
         "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "postgres": server_version(database), "database": describe_database(database),
                         "git_commit": git_commit(), "gunicorn_workers": WORKERS, "client_threads": THREADS},
-        "seed": {"tenants": TENANT_COUNT, "contacts": TENANT_COUNT * CONTACTS_PER_TENANT},
+        "seed": {"scale": SCALE, "tenants": TENANT_COUNT, "contacts": TENANT_COUNT * CONTACTS_PER_TENANT},
         "service": {name: r.summary() for name, r in service.items()},
+        "engine_sql": {name: r.summary() for name, r in engine.items()},
         "floor": {name: r.summary() for name, r in floor.items()},
+        # service / one-statement floor: what the targets are about
         "ratios": {name: round(service[name].rate / floor[name].rate, 3) for name in service},
+        # service / engine's SQL: HTTP, JSON, auth and validation
+        "service_to_engine": {name: round(service[name].rate / engine[name].rate, 3) for name in service},
+        # engine's SQL / one-statement floor: the engine's own waste
+        "engine_to_floor": {name: round(engine[name].rate / floor[name].rate, 3) for name in service},
         "naive": naive.summary(),
         "speedup_over_naive": {"floor": round(floor["mixed-1000"].rate / naive.rate, 1),
+                               "engine_sql": round(engine["mixed-1000"].rate / naive.rate, 1),
                                "service": round(service["mixed-1000"].rate / naive.rate, 1)},
         "tasks": tasks,
         "command_import": command_import,
@@ -222,8 +251,9 @@ def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
         conns = [database.connect() for _ in range(THREADS)]
         results = run_rounds({
             "service": {s: service_way(gunicorn.base_url, tenants, s) for s in SCENARIOS},
+            "engine": {s: engine_way(conns, tenants, s) for s in SCENARIOS},
             "floor": {s: floor_way(conns, tenants, s) for s in SCENARIOS}})
-        service, floor = results["service"], results["floor"]
+        service, engine, floor = results["service"], results["engine"], results["floor"]
         tasks = measure_tasks(gunicorn.base_url, database.url, tenants, RESULTS_DIR / "tasks.log", log)
         command_import = measure_import(gunicorn.base_url, tenants, log)
         gunicorn.stop()  # idle from here on; the rest runs in this process
@@ -238,8 +268,8 @@ def bench(database: Database, started: float, stamp: str) -> dict[str, Any]:
         profile[scenario] = profile_service(database, tenants, scenario)
     log("measuring the feed index's cost on two scratch databases")
     feed_index = measure_feed_index_cost(database.url, log)
-    return collect(database, service, floor, naive, tasks, command_import, profile, feed_index, started,
-                   stamp)
+    return collect(database, service, engine, floor, naive, tasks, command_import, profile, feed_index,
+                   started, stamp)
 
 
 def main() -> int:

@@ -1,11 +1,12 @@
 """Batches: the same contacts as a JSON body (service) and as validated rows (engine).
 
 Each client thread owns half of the bench tenants, so two threads never
-lock the same rows. Within a tenant, seeded contacts 0-9,999 are the
-"existing" half of mixed batches (updated again and again, with a new
-`rev` attribute each time so every one is a real update) and 10,000-19,999
-are only ever resent unchanged, so their stored values stay those of
-`stored_contact`. Both ranges wrap around: a thread's 50,000 resynced
+lock the same rows. Within a tenant, the first half of the seeded contacts
+(0-9,999 at the default scale) are the "existing" half of mixed batches
+(updated again and again, with a new `rev` attribute each time so every one
+is a real update) and the second half (10,000-19,999) are only ever resent
+unchanged, so their stored values stay those of `stored_contact`. Both
+ranges wrap around: at the default scale a thread's 50,000 resynced
 contacts come round again every 50 batches of 1000, so later rounds may find
 their emails in a worker's email-validation cache, as a periodic resync would.
 New contacts are always new, so their emails never are cached.

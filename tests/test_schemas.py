@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError, missing
+from marshmallow import ValidationError, fields, missing, validate
 
 from app.schemas.contacts import (
     KNOWN_ADDRESSES,
@@ -14,6 +14,7 @@ from app.schemas.contacts import (
     load_row,
     load_valid_row,
     normalise_email,
+    value_loader,
 )
 
 
@@ -204,3 +205,22 @@ def test_load_valid_row_knows_all_the_row_schema_does():
     assert hooks == {"check_identity", "fold_aliases"}
     for field in contact_row_schema.load_fields.values():
         assert not field.required and field.load_default is missing and field.attribute is None
+
+
+def test_value_loader_runs_the_field_and_its_validators_without_the_wrapper():
+    """load_valid_row's loaders: the field's own _deserialize and validators; a
+    field whose class changes deserialize keeps marshmallow's own."""
+    load = value_loader(fields.String(validate=validate.Length(max=3)))
+    assert load("abc", "x", {}) == "abc"
+    with pytest.raises(ValidationError):
+        load("abcd", "x", {})
+    with pytest.raises(ValidationError):
+        load(None, "x", {})
+    assert value_loader(fields.String(allow_none=True))(None, "x", {}) is None
+
+    class Custom(fields.String):
+        def deserialize(self, *args, **kwargs):
+            return "custom"
+
+    field = Custom()
+    assert value_loader(field) == field.deserialize
