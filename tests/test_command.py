@@ -333,7 +333,7 @@ def test_the_operator_commands_are_the_apps(app, database_url, db):
 
 
 def test_a_database_outage_is_waited_out_and_every_row_lands_once(tmp_path):
-    """PostgreSQL shut down (immediate, like a crash) for 3 s under an import:
+    """PostgreSQL shut down (immediate, like a crash) for 3 s in the middle of an import:
     the service answers 503 with Retry-After, or drops connections, the
     command retries with the same Idempotency-Keys, and every row lands once."""
     postgres = RestartablePostgres(tmp_path)
@@ -342,23 +342,29 @@ def test_a_database_outage_is_waited_out_and_every_row_lands_once(tmp_path):
             apply_schema(conn)
             tenant = conn.execute(queries["insert-tenant"], {"slug": "outage", "name": "outage"}).fetchone()
             token, _ = create_token(conn, tenant["id"], ["contacts:read", "contacts:write"])
-        path = write_csv(tmp_path / "outage.csv", EXTRA_HEADERS, crm_rows(4000))
+        rows = 20_000
+        path = write_csv(tmp_path / "outage.csv", EXTRA_HEADERS, crm_rows(rows))
         with running_gunicorn(postgres.url) as url:
             command = subprocess.Popen([str(COMMAND), "import", str(path), "--url", url,
                                         "--token", token.secret, "--batch-size", "100", "--retries", "20"],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(1.0)  # some batches in
+            with psycopg.connect(postgres.url, autocommit=True, row_factory=dict_row) as conn:
+                deadline, landed = time.monotonic() + 60, 0
+                while landed < 200 and time.monotonic() < deadline:  # the first batches are in
+                    time.sleep(0.02)
+                    landed = conn.execute("SELECT count(*) AS n FROM contacts").fetchone()["n"]
             postgres.shut_down("immediate")
             time.sleep(3.0)
             postgres.start()
             out, err = command.communicate(timeout=180)
+        assert 200 <= landed < rows  # the crash came in the middle of the import
         assert command.returncode == 0, err
         assert "retrying" in err  # the outage was seen, and waited out
-        assert "4,000 created, 0 updated, 0 unchanged, 0 failed" in out  # replays keep first answers
+        assert "20,000 created, 0 updated, 0 unchanged, 0 failed" in out  # replays keep first answers
         with psycopg.connect(postgres.url, row_factory=dict_row) as conn:
             counts = conn.execute(
                 "SELECT count(*) AS n, count(DISTINCT external_id) AS d FROM contacts").fetchone()
-            assert (counts["n"], counts["d"]) == (4000, 4000)
+            assert (counts["n"], counts["d"]) == (rows, rows)
     finally:
         postgres.remove()
 
