@@ -53,6 +53,15 @@ class FeedPosition:
         return base64.urlsafe_b64encode(text).decode().rstrip("=")
 
     @classmethod
+    def of_query(cls, query: dict[str, Any]) -> "FeedPosition":
+        """Where a page of a loaded feed query starts: its cursor's position,
+        else the start of the feed (from its updatedSince). MalformedCursor
+        for a cursor this service did not hand out."""
+        if "cursor" in query:
+            return cls.decode(query["cursor"])
+        return cls(since=query.get("updated_since"))
+
+    @classmethod
     def decode(cls, cursor: str) -> "FeedPosition":
         """The position a cursor names; MalformedCursor for anything else."""
         try:

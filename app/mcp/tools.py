@@ -283,8 +283,7 @@ class ContactTools:
         except ValidationError as exc:
             raise InvalidRequest(details=exc.messages) from None
         try:
-            position = (FeedPosition.decode(query["cursor"]) if "cursor" in query
-                        else FeedPosition(since=query.get("updated_since")))
+            position = FeedPosition.of_query(query)
         except MalformedCursor:
             raise InvalidCursor() from None
         try:

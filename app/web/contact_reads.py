@@ -69,9 +69,7 @@ def load_query() -> dict[str, Any]:
 
 def feed_position(query: dict[str, Any]) -> FeedPosition:
     """Where this page starts: the cursor's position, else the start of the feed."""
-    if "cursor" not in query:
-        return FeedPosition(since=query.get("updated_since"))
     try:
-        return FeedPosition.decode(query["cursor"])
+        return FeedPosition.of_query(query)
     except MalformedCursor:
         raise InvalidCursor() from None
