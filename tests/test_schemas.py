@@ -1,6 +1,9 @@
 """The row contract (DESIGN 4.2): what loads, into what, and what is refused."""
 
+import sys
+
 import pytest
+from email_validator import validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError, fields, missing, validate
@@ -9,6 +12,7 @@ from app.schemas.contacts import (
     KNOWN_ADDRESSES,
     ROW_FIELD_BY_WIRE_NAME,
     bulk_request_schema,
+    cached_domain_check,
     canonical_locale,
     contact_row_schema,
     load_row,
@@ -60,6 +64,37 @@ def test_email_validation_is_cached():
     for _ in range(3):
         load({"email": "Cached@Example.com"})
     assert normalise_email.cache_info().hits == 2
+
+
+def test_email_validator_checks_each_domain_once():
+    normalise_email.cache_clear()
+    cached_domain_check.cache_clear()
+    for n in range(3):
+        load({"email": f"person{n}@domain-cache.example.com"})
+    assert cached_domain_check.cache_info().misses == 1
+    assert cached_domain_check.cache_info().hits == 2
+
+
+DOMAIN_SAMPLES = [
+    "person@example.com", "person@EXAMPLE.com", "person@b\u00fccher.example", "person@xn--bcher-kva.example",
+    "person@sub.domain.example.co.uk", "person@example.com.", "person@-bad.example", "person@exa_mple.com",
+    "person@localhost", "person@example", "person@exam ple.com", "person@" + "a" * 64 + ".example.com",
+    "person@example.invalid", "person@\u2126.example", "person@example..com",
+]
+
+
+@pytest.mark.parametrize("address", DOMAIN_SAMPLES)
+def test_the_cached_domain_check_answers_as_email_validator(address, monkeypatch):
+    """Uncached, then twice cached (the second from the cache): the same
+    normalised address, or the same error, every time."""
+    uncached = normalise_email.__wrapped__
+    cached_domain_check.cache_clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(sys.modules[validate_email.__module__], "validate_email_domain_name",
+                      cached_domain_check.__wrapped__)
+        expected = uncached(address)
+    assert uncached(address) == expected
+    assert uncached(address) == expected
 
 
 @pytest.mark.parametrize("row, field", [
