@@ -8,6 +8,9 @@ applies the rules one row at a time over a plain list.
 import json
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from app.db import run_in_transaction
+from app.db import get_conn, run_in_transaction
 from app.engine.upsert import plan_upsert, same_value, upsert_contacts
 from app.errors import DatabaseUnavailable
 from app.sql import queries
@@ -162,6 +165,38 @@ def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
                           queries["lock-contacts-by-ids"], queries["update-contacts"],
                           queries["insert-contacts"]]
     assert len(stored_contacts(db, tenant["id"])) == 1000
+
+
+def count_round_trips(conn: psycopg.Connection, work: Callable[[], Any], trace_path: Path) -> int:
+    """Run work() on conn and count the times it waited for the server: each
+    Sync (extended protocol) or Query (simple protocol, as BEGIN) that the
+    client sent, as libpq's protocol trace shows them."""
+    with open(trace_path, "w") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            work()
+        finally:
+            conn.pgconn.untrace()
+    messages = [line.split("\t")[:3] for line in trace_path.read_text().splitlines()]
+    return sum(1 for message in messages if message[0] == "F" and message[2] in ("Sync", "Query"))
+
+
+def test_a_mixed_batch_costs_four_round_trips(app, tenant, tmp_path):
+    """BEGIN, the read, the write (tenant lock, row locks, UPDATE and INSERT in
+    one pipeline) and COMMIT, for 1000 rows half new and half changed."""
+    seed = [(i, {"external_id": f"c{i}", "email": f"c{i}@example.com"}) for i in range(500)]
+    in_app_transaction(app, lambda conn: upsert_contacts(conn, tenant["id"], seed))
+    rows = [(i, {"external_id": f"c{i}", "email": f"c{i}@example.com", "first_name": "N"})
+            for i in range(1000)]
+
+    def batch(conn: psycopg.Connection) -> None:
+        with conn.transaction():
+            result = upsert_contacts(conn, tenant["id"], rows)
+        assert [o.status for o in result.outcomes].count("updated") == 500
+
+    with app.app_context(), get_conn() as conn:
+        assert count_round_trips(conn, lambda: batch(conn), tmp_path / "trace") == 4
 
 
 def test_relations_of_1000_rows_cost_two_statements_each(app, tenant, db):

@@ -18,7 +18,9 @@ batch, whatever its size and whatever it does to tags, folders and companies:
 
 So a batch costs at most 12 statements: 1 read (2 with companies), the
 tenant's write lock, the row locks, 1 UPDATE, 1 INSERT and 2 per relation
-(tests/test_upsert.py counts them). A plain batch still costs 5.
+(tests/test_upsert.py counts them). A plain batch still costs 5, in two
+round trips: the lock, the row locks, UPDATE and INSERT go out in one
+pipeline, and the versions are checked when its answers are back.
 
 Only what is written is locked, so a re-sync of unchanged contacts is a read.
 A contact changed by another transaction between steps 1 and 3 fails the
@@ -308,41 +310,38 @@ class Batch:
         return [c for c in self.contacts if c.changed_fields]
 
     def write(self, conn: psycopg.Connection) -> None:
-        """Write the net result: changed existing contacts, new ones, then their relations."""
+        """Write the net result: changed existing contacts, new ones, then their relations.
+
+        The tenant's lock, the row locks, UPDATE and INSERT go out in one
+        pipeline, one round trip: the versions are checked once their answers
+        are back. A stale version has by then been overwritten, inside this
+        transaction only, which the raise rolls back.
+        """
         changed = [c for c in self.written if c.id is not None]
         new = sorted((c for c in self.contacts if c.id is None),
                      key=lambda c: (c.external_id or "", c.email or "", c.username or ""))
-        if (changed or new) and not self.exclusive:
-            conn.execute(queries["lock-tenant-writes-shared"], {"tenant_id": self.tenant_id})
-        if changed:
-            # Still checked under the exclusive lock: a writer outside
-            # contactsync (an operator's UPDATE) does not take it.
-            self.lock_and_check_versions(conn, changed)
-            conn.execute(queries["update-contacts"],
-                         {"tenant_id": self.tenant_id, "ids": [c.id for c in changed],
-                          **contact_arrays(changed)})
-        if new:
-            self.insert(conn, new)
+        if changed or new:
+            locked = inserted = None
+            with conn.pipeline():
+                if not self.exclusive:
+                    conn.execute(queries["lock-tenant-writes-shared"], {"tenant_id": self.tenant_id})
+                if changed:
+                    # Still locked and checked under the exclusive lock: a
+                    # writer outside contactsync (an operator's UPDATE) does not take it.
+                    locked = conn.execute(queries["lock-contacts-by-ids"],
+                                          {"tenant_id": self.tenant_id, "ids": sorted(c.id for c in changed)})
+                    conn.execute(queries["update-contacts"],
+                                 {"tenant_id": self.tenant_id, "ids": [c.id for c in changed],
+                                  **contact_arrays(changed)})
+                if new:
+                    inserted = conn.execute(queries["insert-contacts"],
+                                            {"tenant_id": self.tenant_id, **contact_arrays(new)})
+            # The pipeline's end waited for every answer (and raised a failure).
+            if locked is not None:
+                check_versions(changed, locked.fetchall())
+            if inserted is not None:
+                assign_ids(new, inserted.fetchall())
         self.write_relations(conn, [*changed, *new])
-
-    def lock_and_check_versions(self, conn: psycopg.Connection, contacts: list[Contact]) -> None:
-        """Lock the contacts about to be updated; fail if any changed since step 1.
-        Every change of a contact's links updates its row too, so the version
-        covers its tags, folders and companies as well."""
-        locked = conn.execute(queries["lock-contacts-by-ids"],
-                              {"tenant_id": self.tenant_id,
-                               "ids": sorted(c.id for c in contacts)}).fetchall()
-        current = {row["id"]: row["version"] for row in locked}
-        if any(current.get(c.id) != c.version for c in contacts):
-            raise SerializationFailure("a contact of the batch changed after it was read")
-
-    def insert(self, conn: psycopg.Connection, new: list[Contact]) -> None:
-        """Insert new contacts and give each its id, found again by its first identity."""
-        rows = conn.execute(queries["insert-contacts"],
-                            {"tenant_id": self.tenant_id, **contact_arrays(new)}).fetchall()
-        id_of = {first_identity(row): row["id"] for row in rows}
-        for contact in new:
-            contact.id = id_of[first_identity({name: getattr(contact, name) for name in IDENTITIES})]
 
     def write_relations(self, conn: psycopg.Connection, written: list[Contact]) -> None:
         """Write what changed of the written contacts' tags, folders and
@@ -367,6 +366,22 @@ def first_identity(values: Any) -> tuple[str, str]:
     """A new contact's key within its batch: its first identity and which one it is."""
     identity = next(name for name in IDENTITIES if values[name] is not None)
     return identity, values[identity]
+
+
+def check_versions(contacts: list[Contact], locked: list[dict[str, Any]]) -> None:
+    """Fail if any contact about to be updated changed since it was read (the
+    locked rows' versions). Every change of a contact's links updates its row
+    too, so the version covers its tags, folders and companies as well."""
+    current = {row["id"]: row["version"] for row in locked}
+    if any(current.get(c.id) != c.version for c in contacts):
+        raise SerializationFailure("a contact of the batch changed after it was read")
+
+
+def assign_ids(new: list[Contact], inserted: list[dict[str, Any]]) -> None:
+    """Give each new contact its id, found again by its first identity."""
+    id_of = {first_identity(row): row["id"] for row in inserted}
+    for contact in new:
+        contact.id = id_of[first_identity({name: getattr(contact, name) for name in IDENTITIES})]
 
 
 def change_names(current: set[str], changes: dict[str, list[str]], spellings: dict[str, str]) -> bool:
