@@ -126,6 +126,7 @@ def init_app(app: Flask) -> None:
     url = resolve_database_url(app.config)
     app.config["RESOLVED_DATABASE_URL"] = url
     app.extensions[POOL_EXTENSION] = create_pool(url, app.config)
+    app.teardown_request(return_request_conn)
 
 
 def pool_of(app: Flask) -> Pool:
@@ -135,17 +136,45 @@ def pool_of(app: Flask) -> Pool:
 
 @contextmanager
 def get_conn() -> Iterator[psycopg.Connection]:
-    """Borrow a connection of the app's pool; database trouble becomes a 503."""
+    """Borrow a connection of the app's pool; database trouble becomes a 503.
+
+    A request borrows one connection, at its first use, and every later use
+    gets the same one until the request ends (return_request_conn): the
+    token look-up and the write share it, so a request pays for one borrow
+    and one check of the connection, not one per use.
+    """
+    if has_request_context():
+        conn = g.get("request_conn")
+        if conn is None:
+            conn = g.request_conn = borrow(pool_of(current_app))
+        with unavailable_on_connection_loss():
+            yield conn
+        return
     pool = pool_of(current_app)
     conn = borrow(pool)
     try:
-        with conn:  # as pool.connection(): end a transaction left open, keep the connection
+        with unavailable_on_connection_loss(), conn:  # conn as pool.connection(): end a transaction left open
             yield conn
+    finally:
+        pool.putconn(conn)  # a broken connection is discarded and replaced
+
+
+@contextmanager
+def unavailable_on_connection_loss() -> Iterator[None]:
+    """A lost or unreachable database becomes a 503."""
+    try:
+        yield
     except psycopg.OperationalError as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
         raise DatabaseUnavailable() from exc
-    finally:
-        pool.putconn(conn)  # a broken connection is discarded and replaced
+
+
+def return_request_conn(_exc: BaseException | None) -> None:
+    """At the end of a request, give its connection back to the pool, which
+    rolls back a transaction left open and replaces a broken connection."""
+    conn = g.pop("request_conn", None)
+    if conn is not None:
+        pool_of(current_app).putconn(conn)
 
 
 def borrow(pool: Pool) -> psycopg.Connection:
