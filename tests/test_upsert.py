@@ -8,7 +8,9 @@ applies the rules one row at a time over a plain list.
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from app.db import get_conn, run_in_transaction
-from app.engine.upsert import plan_upsert, same_value, upsert_contacts
+from app.engine.upsert import RELATIONS, STORED_COLUMNS, Contact, plan_upsert, same_value, upsert_contacts
 from app.errors import DatabaseUnavailable
 from app.sql import queries
 from tests.reference import Reference, rows
@@ -123,15 +125,20 @@ def catalogues(db: psycopg.Connection, tenant_id: int) -> tuple[list, list, list
             column("SELECT company_id, name FROM companies WHERE tenant_id = %s ORDER BY company_id"))
 
 
-def record_statements(conn: psycopg.Connection, statements: list[str]) -> None:
-    """Make `conn.execute` note each statement it runs (undo with `del conn.execute`)."""
-    original = conn.execute
+@contextmanager
+def recorded_statements(conn: psycopg.Connection, statements: list[str]) -> Iterator[None]:
+    """Note each statement run on `conn` while inside, through `conn.execute`
+    or a cursor of its own (every statement goes through a cursor)."""
+    class RecordingCursor(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            statements.append(query)
+            return super().execute(query, params, **kwargs)
 
-    def execute(query, params=None, **kwargs):
-        statements.append(query)
-        return original(query, params, **kwargs)
-
-    conn.execute = execute
+    conn.cursor_factory = RecordingCursor
+    try:
+        yield
+    finally:
+        conn.cursor_factory = psycopg.Cursor
 
 
 @pytest.mark.parametrize("stored, sent, same", [
@@ -153,11 +160,8 @@ def test_a_batch_costs_a_fixed_number_of_statements(app, tenant, db):
     statements: list[str] = []
 
     def counted(conn: psycopg.Connection):
-        record_statements(conn, statements)
-        try:
+        with recorded_statements(conn, statements):
             return upsert_contacts(conn, tenant["id"], rows)
-        finally:
-            del conn.execute
 
     result = in_app_transaction(app, counted)
     assert [o.status for o in result.outcomes].count("created") == 500
@@ -180,6 +184,16 @@ def count_round_trips(conn: psycopg.Connection, work: Callable[[], Any], trace_p
             conn.pgconn.untrace()
     messages = [line.split("\t")[:3] for line in trace_path.read_text().splitlines()]
     return sum(1 for message in messages if message[0] == "F" and message[2] in ("Sync", "Query"))
+
+
+def test_the_read_returns_its_columns_in_contact_order(app, tenant):
+    """The engine builds Contacts from the read's rows by position."""
+    assert [f.name for f in fields(Contact)][:len(STORED_COLUMNS)] == list(STORED_COLUMNS)
+    keys = {"tenant_id": tenant["id"], "ids": [], "external_ids": [], "emails": [], "usernames": []}
+    with app.app_context(), get_conn() as conn:
+        for name, links in (("select-contacts-by-keys-plain", ()), ("select-contacts-by-keys", RELATIONS)):
+            columns = [column.name for column in conn.execute(queries[name], keys).description]
+            assert columns == [*STORED_COLUMNS, *links]
 
 
 def test_a_mixed_batch_costs_four_round_trips(app, tenant, tmp_path):
@@ -213,11 +227,8 @@ def test_relations_of_1000_rows_cost_two_statements_each(app, tenant, db):
     statements: list[str] = []
 
     def counted(conn: psycopg.Connection):
-        record_statements(conn, statements)
-        try:
+        with recorded_statements(conn, statements):
             return upsert_contacts(conn, tenant["id"], rows)
-        finally:
-            del conn.execute
 
     result = in_app_transaction(app, counted)
     assert [o.status for o in result.outcomes].count("updated") == 500
@@ -237,11 +248,8 @@ def test_an_unchanged_batch_is_one_read_and_locks_nothing(app, tenant, db):
     statements: list[str] = []
 
     def resend(conn: psycopg.Connection):
-        record_statements(conn, statements)
-        try:
+        with recorded_statements(conn, statements):
             result = upsert_contacts(conn, tenant["id"], rows)
-        finally:
-            del conn.execute
         # A row lock or a write would have given the transaction an id.
         xid = conn.execute("SELECT pg_current_xact_id_if_assigned() AS xid").fetchone()["xid"]
         return result, xid

@@ -8,10 +8,13 @@
 -- as [catalogue id, key] pairs: for a batch where some row changes tags,
 -- folders or companies. No lock here: a re-sync of unchanged contacts then
 -- costs no lock writes at all; lock-contacts-by-ids locks only what the batch
--- will change.
+-- will change. The columns come in the order of the engine's Contact
+-- (STORED_COLUMNS), then the links; attributes as text, which the engine
+-- parses for all rows at once.
 SELECT c.id, c.xmin::text AS version, c.external_id, c.email, c.username, c.first_name,
        c.last_name, c.name, c.phone, c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url,
-       c.attributes, to_char(c.source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS source_updated_at,
+       c.attributes::text AS attributes,
+       to_char(c.source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS source_updated_at,
        (SELECT json_agg(json_build_array(t.id, t.name))
         FROM contact_tags AS l JOIN tags AS t ON t.tenant_id = l.tenant_id AND t.id = l.tag_id
         WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.id) AS tags,
@@ -33,7 +36,8 @@ WHERE c.tenant_id = %(tenant_id)s
 -- the common batch (and every re-sync) pays for no relation.
 SELECT c.id, c.xmin::text AS version, c.external_id, c.email, c.username, c.first_name,
        c.last_name, c.name, c.phone, c.locale, c.opt_in, c.status, c.owner_id, c.avatar_url,
-       c.attributes, to_char(c.source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS source_updated_at
+       c.attributes::text AS attributes,
+       to_char(c.source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS source_updated_at
 FROM contacts AS c
 WHERE c.tenant_id = %(tenant_id)s
   AND (c.id = ANY(%(ids)b::bigint[]) OR c.external_id = ANY(%(external_ids)b::text[])
