@@ -212,6 +212,20 @@ def test_a_resync_does_not_judge_stored_addresses_again(client, headers):
     assert fresh["failedCount"] == 1 and normalise_email.cache_info().misses == 1
 
 
+@pytest.mark.parametrize("sent", ["JOS\u00c9@EXAMPLE.COM", "jose\u0301@example.com"])
+def test_a_row_whose_address_only_normalising_makes_the_stored_one_finds_its_contact(
+        client, headers, db, tenant, sent):
+    """The read before validation looks for addresses as sent (trimmed,
+    lower-cased ASCII); one that email-validator rewrites (a non-ASCII
+    address in capitals, or decomposed) is looked for after validation, so
+    the row updates its contact rather than making a second one."""
+    assert data_of(post_bulk(client, headers, [{"email": "jos\u00e9@example.com"}]))["createdCount"] == 1
+    data = data_of(post_bulk(client, headers, [{"email": sent, "firstName": "Jos\u00e9"}]))
+    assert (data["createdCount"], data["updatedCount"], data["failedCount"]) == (0, 1, 0)
+    [contact] = stored_contacts(db, tenant["id"])
+    assert (contact["email"], contact["first_name"]) == ("jos\u00e9@example.com", "Jos\u00e9")
+
+
 @pytest.mark.parametrize("stored, sent", [
     (True, 1),        # true and 1 are equal in Python, not in JSON
     (1, 1.5),

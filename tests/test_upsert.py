@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from app.db import get_conn, run_in_transaction
+from app.engine.bulk import BulkOptions, bulk_upsert
 from app.engine.upsert import RELATIONS, STORED_COLUMNS, Contact, plan_upsert, same_value, upsert_contacts
 from app.errors import DatabaseUnavailable
+from app.schemas.contacts import normalise_email
 from app.sql import queries
 from tests.reference import Reference, rows
 from tests.support import in_app_transaction, post_bulk, stored_contacts
@@ -211,6 +213,28 @@ def test_a_mixed_batch_costs_four_round_trips(app, tenant, tmp_path):
 
     with app.app_context(), get_conn() as conn:
         assert count_round_trips(conn, lambda: batch(conn), tmp_path / "trace") == 4
+
+
+def test_the_bulk_path_reads_once_and_before_validation(app, tenant):
+    """Rows as a client sends them (addresses in mixed case), half known: the
+    read before validation also tells which addresses are known, and when
+    the loaded identities are those sent it is the only read."""
+    seed = [(i, {"external_id": f"c{i}", "email": f"c{i}@example.com"}) for i in range(500)]
+    in_app_transaction(app, lambda conn: upsert_contacts(conn, tenant["id"], seed))
+    sent = [{"externalId": f"c{i}", "email": f"C{i}@Example.com", "firstName": "N"} for i in range(1000)]
+    statements: list[str] = []
+
+    def counted(conn: psycopg.Connection):
+        normalise_email.cache_clear()
+        with recorded_statements(conn, statements):
+            return bulk_upsert(conn, tenant["id"], sent, BulkOptions())
+
+    report = in_app_transaction(app, counted)
+    assert (report.summary["createdCount"], report.summary["updatedCount"]) == (500, 500)
+    assert statements == [queries[name] for name in (
+        "select-contacts-by-keys-plain", "lock-tenant-writes-shared", "lock-contacts-by-ids",
+        "update-contacts", "insert-contacts")]
+    assert normalise_email.cache_info().misses == 500  # the new addresses only
 
 
 def test_relations_of_1000_rows_cost_two_statements_each(app, tenant, db):

@@ -4,13 +4,16 @@ A front (an HTTP door today; the batch-task worker and the MCP tools next)
 calls `bulk_upsert` with a connection inside its own transaction, a tenant,
 the rows exactly as the client sent them, and the options. In that call:
 
-1. one indexed look-up finds which of the rows' addresses the tenant already
-   holds, so that validation skips email-validator for them (app/schemas/contacts.py,
-   KNOWN_ADDRESSES);
+1. one read finds the stored contacts that the rows' identities, as sent,
+   most likely reach; their addresses are known, so validation skips
+   email-validator for them (app/schemas/contacts.py, KNOWN_ADDRESSES);
 2. every row is validated (app/schemas/contacts.py); an invalid row becomes a failure
    with every error named, and the others go on;
-3. the valid rows are planned (app/engine/upsert.py): matched, applied in memory in
-   request order, each with its outcome;
+3. the valid rows are planned (app/engine/upsert.py) on what step 1 read, and
+   on what their loaded identities reach beyond it, read now (rarely: a
+   loaded identity differs from the one sent when email-validator
+   normalises an address): matched, applied in memory in request order,
+   each with its outcome;
 4. in all-or-nothing mode any failure, invalid or conflicting, raises
    `BatchRejected` before anything is written;
 5. the net result is written and, with `run_workflow`, its contacts' events
@@ -43,9 +46,12 @@ from app.engine.upsert import (
     Batch,
     Contact,
     RowOutcome,
+    Snapshot,
+    changes_relations,
     plan_upsert,
+    read_snapshot,
 )
-from app.schemas.contacts import KNOWN_ADDRESSES, known_address_candidates, load_row
+from app.schemas.contacts import KNOWN_ADDRESSES, identity_candidates, known_address_candidates, load_row
 from app.sql import queries
 
 DELETED = "deleted"  # the outcome of a row of Intercom's bulk delete that erased its contact
@@ -93,8 +99,14 @@ def bulk_upsert(conn: psycopg.Connection, tenant_id: int, rows: list[Any], optio
     `exclusive` (for a retry, which means contention) first takes the
     tenant's write lock exclusively, so that the retry cannot fail again.
     """
-    valid, invalid = validate_rows(rows, known_addresses(conn, tenant_id, rows))
-    return write_valid_rows(conn, tenant_id, rows, valid, invalid, options, exclusive=exclusive)
+    # One read before validation: the contacts the rows' identities most
+    # likely reach, whose addresses then skip email-validator; what a loaded
+    # row reaches beyond them is read after (Snapshot.reaching).
+    snapshot = read_snapshot(conn, tenant_id, identity_candidates(rows),
+                             with_links=changes_relations(rows), exclusive=exclusive)
+    valid, invalid = validate_rows(rows, snapshot.emails())
+    return write_valid_rows(conn, tenant_id, rows, valid, invalid, options, exclusive=exclusive,
+                            snapshot=snapshot)
 
 
 def bulk_update_by_id(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, Any]],
@@ -187,9 +199,10 @@ def folder_names(conn: psycopg.Connection, tenant_id: int, rows: list[dict[str, 
 
 def write_valid_rows(conn: psycopg.Connection, tenant_id: int, rows: list[Any],
                      valid: list[tuple[int, dict]], invalid: list[dict], options: BulkOptions,
-                     *, exclusive: bool) -> BulkReport:
-    """Plan and write the valid rows; report them with the invalid ones."""
-    batch = plan_upsert(conn, tenant_id, valid, exclusive=exclusive)
+                     *, exclusive: bool, snapshot: Snapshot | None = None) -> BulkReport:
+    """Plan and write the valid rows; report them with the invalid ones.
+    `snapshot`: what this transaction read for them already (plan_upsert)."""
+    batch = plan_upsert(conn, tenant_id, valid, exclusive=exclusive, snapshot=snapshot)
     # All-or-nothing: planned first, so that the failures name conflicts as
     # well as invalid rows; the caller's transaction then rolls back.
     if options.atomic and (invalid or batch.failed):

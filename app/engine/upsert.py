@@ -45,6 +45,7 @@ owns the connection and the transaction.
 """
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -478,20 +479,60 @@ def stored_contacts(records: list[tuple[Any, ...]], with_links: bool) -> list[Co
     return contacts
 
 
-def read_contacts(conn: psycopg.Connection, tenant_id: int,
-                  rows: list[tuple[int, dict[str, Any]]]) -> list[Contact]:
-    """Read, with their versions, every stored contact the rows can reach; with
-    their tags, folders and companies when a row changes any."""
-    keys = {identity: sorted({r[identity] for _, r in rows if r.get(identity) is not None})
+def batch_keys(rows: list[tuple[int, dict[str, Any]]]) -> dict[str, set[Any]]:
+    """The ids (updates by id) and identities the rows match by."""
+    return {identity: {r[identity] for _, r in rows if r.get(identity) is not None}
             for identity in ("id", *IDENTITIES)}
-    params = {"tenant_id": tenant_id, "ids": keys["id"], "external_ids": keys["external_id"],
-              "emails": keys["email"], "usernames": keys["username"]}
+
+
+def changes_relations(rows: Iterable[Any]) -> bool:
+    """Does a row change tags, folders or companies? Only then are links read.
+    Loaded rows and rows as sent name these fields alike."""
+    return any(isinstance(r, dict) and ("tags" in r or "folders" in r or "companies" in r) for r in rows)
+
+
+@dataclass
+class Snapshot:
+    """The stored contacts one read found, and what it looked for: the keys
+    (as batch_keys names them) and whether it read their links."""
+
+    tenant_id: int
+    keys: dict[str, set[Any]]
+    with_links: bool
+    contacts: list[Contact]
+
+    def emails(self) -> frozenset[str]:
+        """The addresses of the contacts read: the tenant holds them."""
+        return frozenset(c.email for c in self.contacts if c.email is not None)
+
+    def reaching(self, conn: psycopg.Connection, rows: list[tuple[int, dict[str, Any]]]) -> list[Contact]:
+        """Every stored contact the rows can reach: those read, and those that
+        keys the read did not look for reach (read now, in the same transaction)."""
+        wanted = batch_keys(rows)
+        if changes_relations(r for _, r in rows) and not self.with_links:
+            return read_snapshot(conn, self.tenant_id, wanted, with_links=True).contacts
+        missing = {key: values - self.keys.get(key, set()) for key, values in wanted.items()}
+        if not any(missing.values()):
+            return self.contacts
+        read = {c.id for c in self.contacts}
+        more = read_snapshot(conn, self.tenant_id, missing, with_links=self.with_links).contacts
+        return [*self.contacts, *(c for c in more if c.id not in read)]
+
+
+def read_snapshot(conn: psycopg.Connection, tenant_id: int, keys: dict[str, set[Any]], *,
+                  with_links: bool, exclusive: bool = False) -> Snapshot:
+    """Read, with their versions, the tenant's contacts these keys reach; with
+    their tags, folders and companies if `with_links`. `exclusive` (a retry)
+    first takes the tenant's write lock exclusively."""
+    if exclusive:
+        conn.execute(queries["lock-tenant-writes-exclusive"], {"tenant_id": tenant_id})
+    params = {"tenant_id": tenant_id, **{name: sorted(keys.get(key, ())) for key, name in (
+        ("id", "ids"), ("external_id", "external_ids"), ("email", "emails"), ("username", "usernames"))}}
     # No link read or written: the contacts alone, with empty links as a new
     # contact has (a third of a re-sync's engine time otherwise).
-    with_links = any("tags" in r or "folders" in r or "companies" in r for _, r in rows)
     query = queries["select-contacts-by-keys" if with_links else "select-contacts-by-keys-plain"]
     records = conn.cursor(row_factory=tuple_row).execute(query, params).fetchall()
-    return stored_contacts(records, with_links)
+    return Snapshot(tenant_id, keys, with_links, stored_contacts(records, with_links))
 
 
 def read_company_names(conn: psycopg.Connection, tenant_id: int,
@@ -505,18 +546,22 @@ def read_company_names(conn: psycopg.Connection, tenant_id: int,
     return {record["company_id"]: record["name"] for record in records}
 
 
-def plan_upsert(conn: psycopg.Connection, tenant_id: int,
-                rows: list[tuple[int, dict[str, Any]]], *, exclusive: bool = False) -> Batch:
+def plan_upsert(conn: psycopg.Connection, tenant_id: int, rows: list[tuple[int, dict[str, Any]]], *,
+                exclusive: bool = False, snapshot: Snapshot | None = None) -> Batch:
     """Read what validated `(index, row)` pairs reach and apply them in memory.
 
     Nothing is written yet: the caller reads `batch.outcomes`, then calls
     `batch.write(conn)` in the same transaction, or rolls back. `exclusive`
-    (for a retry) first takes the tenant's write lock exclusively.
+    (for a retry) first takes the tenant's write lock exclusively. A
+    `snapshot` read earlier in the transaction (taken with the same
+    `exclusive`) is used, and completed with what it did not look for.
     """
-    if exclusive:
-        conn.execute(queries["lock-tenant-writes-exclusive"], {"tenant_id": tenant_id})
-    batch = Batch(tenant_id, read_contacts(conn, tenant_id, rows),
-                  read_company_names(conn, tenant_id, rows), exclusive)
+    if snapshot is None:
+        stored = read_snapshot(conn, tenant_id, batch_keys(rows),
+                               with_links=changes_relations(r for _, r in rows), exclusive=exclusive).contacts
+    else:
+        stored = snapshot.reaching(conn, rows)
+    batch = Batch(tenant_id, stored, read_company_names(conn, tenant_id, rows), exclusive)
     batch.outcomes = [batch.apply_row(index, row) for index, row in rows]
     return batch
 

@@ -142,6 +142,26 @@ def known_address_candidates(rows: list[Any]) -> set[str]:
     return candidates
 
 
+def identity_candidates(rows: list[Any]) -> dict[str, set[str]]:
+    """The identities raw rows will most likely have once loaded, by engine
+    name: emails as known_address_candidates finds them, externalIds (or
+    userIds) trimmed and usernames trimmed and lower-cased as their fields
+    load them, each only if storable. The engine reads the contacts these
+    reach before validation, so that the read also tells which addresses
+    are known; a loaded identity not among them is read after (app/engine/bulk.py)."""
+    external_ids, usernames = set(), set()
+    for raw in rows:
+        if not isinstance(raw, dict):
+            continue
+        for name, found in (("externalId", external_ids), ("userId", external_ids), ("username", usernames)):
+            value = raw.get(name)
+            if isinstance(value, str):
+                value = value.strip()
+                if 1 <= len(value) <= 255 and not FORBIDDEN_CHARS.search(value):
+                    found.add(value.lower() if name == "username" else value)
+    return {"external_id": external_ids, "email": known_address_candidates(rows), "username": usernames}
+
+
 class EmailAddress(Text):
     """An email: trimmed of Unicode white space, validated, normalised, lower-cased."""
 
