@@ -429,7 +429,7 @@ def link_changes(contacts: list[Contact], relation: str, entry_ids: dict[str, in
             "removed_contact_ids": [r[0] for r in removed], "removed_ids": [r[1] for r in removed]}
 
 
-def contact_arrays(contacts: list[Contact]) -> dict[str, list[Any]]:
+def contact_arrays(contacts: list[Contact]) -> dict[str, Any]:
     """Parallel arrays of the stored fields, as the write statements take them."""
     return {
         "external_ids": [c.external_id for c in contacts],
@@ -444,7 +444,7 @@ def contact_arrays(contacts: list[Contact]) -> dict[str, list[Any]]:
         "statuses": [c.status for c in contacts],
         "owner_ids": [c.owner_id for c in contacts],
         "avatar_urls": [c.avatar_url for c in contacts],
-        "attributes": [Jsonb(c.attributes) for c in contacts],
+        "attributes": Jsonb([c.attributes for c in contacts]),  # one document: see update-contacts
         "source_updated_ats": [c.source_updated_at for c in contacts],
     }
 

