@@ -129,7 +129,7 @@ class Conflict:
     username_contact: Contact | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: its __init__ would set each field by object.__setattr__ (3x the time)
 class RowOutcome:
     """What happened to one row of the request. A failed row has a conflict,
     or (an update by id whose contact is gone) neither contact nor conflict."""
@@ -160,8 +160,15 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def merge_attributes(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
-    """Merge key by key; a key sent as null is removed."""
+def merged_attributes(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any] | None:
+    """The attributes after merging `sent` key by key (a key sent as null is
+    removed), or None when that changes nothing, as a re-sync's rows do:
+    then no merged copy is built."""
+    for key, value in sent.items():
+        if (key in stored) if value is None else (key not in stored or not same_value(stored[key], value)):
+            break
+    else:
+        return None
     merged = dict(stored)
     for key, value in sent.items():
         if value is None:
@@ -169,10 +176,6 @@ def merge_attributes(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str, 
         else:
             merged[key] = value
     return merged
-
-
-def attributes_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
 
 
 class Batch:
@@ -264,8 +267,8 @@ class Batch:
             for identity in moved:
                 self.holders[identity][getattr(contact, identity)] = contact
         if "attributes" in row:
-            merged = merge_attributes(contact.attributes, row["attributes"])
-            if not attributes_equal(merged, contact.attributes):
+            merged = merged_attributes(contact.attributes, row["attributes"])
+            if merged is not None:
                 changed.add("attributes")
                 contact.attributes = merged
         if "tags" in row or "folders" in row or "companies" in row:
