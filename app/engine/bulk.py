@@ -265,7 +265,8 @@ def validate_rows(rows: list[Any], known: frozenset[str]) -> tuple[list[tuple[in
 
 def known_addresses(conn: psycopg.Connection, tenant_id: int, rows: list[Any]) -> frozenset[str]:
     """Which of the rows' emails the tenant's contacts already hold: one
-    indexed look-up before validation (app/schemas/contacts.py, KNOWN_ADDRESSES)."""
+    indexed look-up, for validating rows ahead of their write (a task
+    worker's prepare_chunk); bulk_upsert learns them from its first read."""
     candidates = known_address_candidates(rows)
     if not candidates:
         return frozenset()

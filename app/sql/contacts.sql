@@ -46,6 +46,8 @@ WHERE c.tenant_id = %(tenant_id)s
 -- name: select-known-emails
 -- Which of these lower-cased addresses the tenant's contacts already hold:
 -- validation skips email-validator for them (app/schemas/contacts.py, KNOWN_ADDRESSES).
+-- For a task worker validating a chunk ahead of its write; a bulk request
+-- learns them from its contact read instead (app/engine/bulk.py).
 SELECT email
 FROM contacts
 WHERE tenant_id = %(tenant_id)s AND email = ANY(%(emails)b::text[]);
