@@ -426,3 +426,15 @@ def test_at_most_two_requests_are_in_flight(server, tenant, token, db, tmp_path)
     assert result.returncode == 0, result.stderr
     assert proxy.most_in_flight == 2  # both used, never more
     assert count_contacts(db, tenant["id"]) == 3000
+
+
+def test_the_client_commands_load_none_of_the_server():
+    """`import` and `export` talk HTTP only: loading them must not load the
+    app's server side (the database driver, validation, the engine, the web
+    layer), whose modules were most of the command's start-up."""
+    probe = ("import sys, app.cli.command; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'marshmallow')"
+             " or m.startswith(('app.engine', 'app.web', 'app.schemas', 'app.db', 'app.mcp'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            timeout=60).stdout.strip()
+    assert loaded == "[]"

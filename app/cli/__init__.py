@@ -2,11 +2,12 @@
 
 from flask import Flask
 
-from app.cli import admin, serve
-
 
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
+    # Imported here: app.cli.client, the HTTP client commands, needs neither.
+    from app.cli import admin, serve
+
     app.cli.add_command(admin.init_db_command)
     app.cli.add_command(serve.serve_command)
     app.cli.add_command(admin.tenants_cli)
