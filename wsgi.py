@@ -20,6 +20,6 @@ GC_YOUNG_THRESHOLD = 20_000
 app = create_app()
 # What start-up made (modules, the app, its pool) lives as long as the worker.
 # Frozen, it is no longer walked by every full garbage collection: about 2 ms
-# of CPU per batch of 1000 rows, measured in-process (README, Performance).
+# of CPU per batch of 1000 rows, measured in-process (docs/performance.md).
 gc.freeze()
 gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -129,7 +129,7 @@ class Conflict:
     username_contact: Contact | None = None
 
 
-@dataclass(slots=True)  # not frozen: its __init__ would set each field by object.__setattr__ (3x the time)
+@dataclass(slots=True)  # not frozen: its __init__ would set each field by object.__setattr__ (5x the time)
 class RowOutcome:
     """What happened to one row of the request. A failed row has a conflict,
     or (an update by id whose contact is gone) neither contact nor conflict."""
