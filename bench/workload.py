@@ -14,6 +14,7 @@ New contacts are always new, so their emails never are cached.
 
 import itertools
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +31,14 @@ WIRE_NAMES = {"external_id": "externalId", "email": "email", "first_name": "firs
 
 # One counter for the whole process: a contact updated in one phase and again
 # in a later one must never be sent the same `rev`, or it would be unchanged.
-_revisions = itertools.count(1)
+# It starts at the run's start in milliseconds, not at 1: a reused cluster
+# (SCALE=2m) keeps the revs an earlier run stored, and the same workload from
+# 1 sent them again, so a later run's updates came back unchanged.
+_revisions = itertools.count(time.time_ns() // 1_000_000)
 
 
 def next_revision() -> int:
-    """A `rev` attribute value never sent before in this process."""
+    """A `rev` attribute value never sent before, in this run or an earlier one."""
     return next(_revisions)
 
 
