@@ -123,6 +123,12 @@ def test_the_cached_domain_check_answers_as_email_validator(address, monkeypatch
     ({"externalId": "a", "attributes": {"k": "x" * 2049}}, "attributes"),
     ({"externalId": "a", "attributes": {"k": float("inf")}}, "attributes"),
     ({"externalId": "a", "attributes": {"k": "nul\x00"}}, "attributes"),
+    ({"externalId": "a", "attributes": {"k": "caf\u00e9\ud800"}}, "attributes"),
+    ({"externalId": "a", "attributes": {"caf\u00e9": 1}}, "attributes"),
+    ({"externalId": "a", "firstName": "nul\x00"}, "firstName"),
+    ({"externalId": "a", "firstName": "caf\u00e9\udc00"}, "firstName"),
+    ({"externalId": "a\x00b"}, "externalId"),
+    ({"externalId": "a", "locale": "en\x00"}, "locale"),
     ({"externalId": "a", "attributes": {f"k{i}": i for i in range(101)}}, "attributes"),
     ({"externalId": "a", "userId": "b"}, "userId"),
     ({"externalId": "a", "locale": "en", "language": "en"}, "language"),
@@ -149,6 +155,18 @@ def test_absent_and_null_are_different():
     assert load({"externalId": "a"}) == {"external_id": "a"}
     assert load({"externalId": "a", "firstName": None, "optIn": None}) == \
         {"external_id": "a", "first_name": None, "opt_in": None}
+
+
+def test_the_cached_checks_answer_as_the_checks():
+    """Locales and attribute keys are checked through per-worker caches: a
+    cached answer (the second load) is the first one, and a long padded
+    locale is trimmed before the cache sees it."""
+    row = {"externalId": "a", "locale": " " * 500 + "pt_br ", "attributes": {"k" * 64: "caf\u00e9"}}
+    assert load(row) == load(row) == {"external_id": "a", "locale": "pt-BR",
+                                      "attributes": {"k" * 64: "caf\u00e9"}}
+    for _ in range(2):
+        assert "locale" in errors_of({"externalId": "a", "locale": "english!"})
+        assert "attributes" in errors_of({"externalId": "a", "attributes": {"bad key": 1}})
 
 
 def test_attribute_values_keep_their_json_types():
