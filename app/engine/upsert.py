@@ -165,7 +165,13 @@ def merged_attributes(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str,
     removed), or None when that changes nothing, as a re-sync's rows do:
     then no merged copy is built."""
     for key, value in sent.items():
-        if (key in stored) if value is None else (key not in stored or not same_value(stored[key], value)):
+        if value is None:
+            if key in stored:
+                break
+            continue
+        old = stored.get(key, ABSENT)
+        # same_value's common case inline (a value of the stored type), as in apply_fields.
+        if (old != value) if type(old) is type(value) else not same_value(old, value):
             break
     else:
         return None
@@ -255,8 +261,14 @@ class Batch:
 
     def apply_fields(self, contact: Contact, row: dict[str, Any]) -> set[str]:
         """Write the row's fields onto the contact; return the names that changed."""
-        changed = {name for name, value in row.items()
-                   if name in SCALAR_FIELD_SET and not same_value(getattr(contact, name), value)}
+        changed = set()
+        for name, value in row.items():
+            if name in SCALAR_FIELD_SET:
+                stored = getattr(contact, name)
+                # same_value's common case inline (a value of the stored type):
+                # this runs for every field of every row.
+                if (stored != value) if type(stored) is type(value) else not same_value(stored, value):
+                    changed.add(name)
         if changed:
             moved = [identity for identity in IDENTITIES if identity in changed]
             for identity in moved:
