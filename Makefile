@@ -43,5 +43,12 @@ SCALE ?= 200k
 bench: $(BENCH_STAMP) ## Benchmark service vs engine SQL vs one-statement floor (not part of test); SCALE=2m
 	SCALE=$(SCALE) $(BIN)/python -m bench.run
 
+# A cut too small for `make bench` to see: both trees served side by side, ABBA rounds.
+REV ?= HEAD~1
+.PHONY: compare
+
+compare: $(BENCH_STAMP) ## Compare this tree with commit REV (HEAD~1) side by side through gunicorn
+	$(BIN)/python -m bench.compare $(REV)
+
 clean: ## Remove the virtualenv, the embedded database and caches
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis *.egg-info

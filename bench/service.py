@@ -29,21 +29,24 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """gunicorn with 2 sync workers in its own process group, logging to a file."""
+    """gunicorn with 2 sync workers in its own process group, logging to a file;
+    it serves the contactsync of `tree` (this checkout unless told: bench/compare.py
+    serves an older commit's beside it)."""
 
-    def __init__(self, database_url: str, log_path: Path) -> None:
+    def __init__(self, database_url: str, log_path: Path, tree: Path = ROOT) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "DATABASE_URL": database_url,
+               "PYTHONPATH": str(tree),  # the tree's app/, before the installed checkout's
                # A later feature limits request rates; a benchmark must not be limited.
                "CONTACTSYNC_RATE_LIMIT": "off"}
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
                  "--workers", str(WORKERS), "--graceful-timeout", "5", "wsgi:app"],
-                cwd=ROOT, env=env, start_new_session=True,  # own group: stop() reaches the workers
+                cwd=tree, env=env, start_new_session=True,  # own group: stop() reaches the workers
                 stdout=log, stderr=subprocess.STDOUT)
 
     def wait_ready(self) -> None:
@@ -60,6 +63,20 @@ class Gunicorn:
                 pass
             time.sleep(0.2)
         raise BenchError(f"gunicorn was not ready within {STARTUP_SECONDS} s; see {self.log_path}")
+
+    def worker_cpu_s(self) -> float:
+        """CPU seconds (user and system) the master's children, the workers,
+        have used so far, read from /proc (Linux)."""
+        ticks = 0
+        for stat_path in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # After the command's ")": state, ppid, ... utime (12th), stime (13th).
+                stat = stat_path.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # a process that just exited
+                continue
+            if int(stat[1]) == self.process.pid:
+                ticks += int(stat[11]) + int(stat[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of gunicorn's log, for error messages."""
