@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.drive import BenchError, run_parallel, warm_up
 from bench.seed import ROOT, close_database, open_database, prepare
 from bench.service import Gunicorn, http_sender
-from bench.workload import SCENARIOS, THREADS, Workload
+from bench.workload import THREADS, Workload
 
 DEFAULT_SCENARIOS = ("mixed-1000", "mixed-100", "resync-1000")
 # Requests per tree and round, all threads together: about 2 s each at 2026's speeds.
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split("\n")[0])
     parser.add_argument("rev", help="the commit to compare with (HEAD~1, a hash, a branch)")
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
-                        help=f"comma-separated, of {', '.join(SCENARIOS)} (default {','.join(DEFAULT_SCENARIOS)})")
+                        help=f"comma-separated, of {', '.join(REQUESTS_PER_ROUND)} "
+                             f"(default {','.join(DEFAULT_SCENARIOS)})")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help=f"ABBA rounds per scenario (default {DEFAULT_ROUNDS})")
     args = parser.parse_args(argv)

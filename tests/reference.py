@@ -178,7 +178,8 @@ def rows(draw: st.DrawFn) -> dict[str, Any]:
         "optIn": draw(optional(st.sampled_from([None, True, False]))),
         "status": draw(optional(st.sampled_from(["auto", "optout", "spam"]))),
         "attributes": draw(optional(st.dictionaries(
-            st.sampled_from(["p", "q"]), st.sampled_from([None, 1, 2, True, False, "1", "2", 1.5]), max_size=2))),
+            st.sampled_from(["p", "q"]), st.sampled_from([None, 1, 2, True, False, "1", "2", 1.5]),
+            max_size=2))),
         "tags": draw(optional(name_changes(TAG_NAMES))),
         "folders": draw(optional(name_changes(FOLDER_NAMES))),
         "companies": draw(optional(company_changes())),
